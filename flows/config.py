@@ -1,0 +1,271 @@
+"""The configuration model: every option of the seed's table, plus what the system needs.
+
+The seed's options keep their names and defaults at the top level. What the seed did not
+have (database, components and their endpoints, log paths, health checks, commands and
+hooks, detector and recovery parameters) is added beside them, each validated so that an
+error names the option path and the bad value.
+
+Loading order: defaults < JSON file (``--config`` or ``SELFHEAL_CONFIG``) < ``SELFHEAL_*``
+environment variables (``SELFHEAL_MODE=automated``, nested with ``__`` as in
+``SELFHEAL_RECOVERY__RESTART__MAX_RESTARTS=3``; values are parsed as JSON when they can be).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+Mode = Literal["manual", "supervised", "automated", "learning"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+SeverityName = Literal["low", "medium", "high", "critical"]
+
+_COMPONENT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_DOTTED_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*(:[A-Za-z_][\w]*)?$")
+
+
+def _check_url(value: str | None) -> str | None:
+    if value is None:
+        return value
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+HttpUrl = Annotated[str, AfterValidator(_check_url)]
+
+
+def split_command(value: str | list[str]) -> list[str]:
+    """A command is an argument list; a string is split like a shell would, never run by one."""
+    if isinstance(value, str):
+        try:
+            args = shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split command {value!r}: {exc}") from None
+    else:
+        args = list(value)
+    if not args or not all(isinstance(a, str) and a for a in args):
+        raise ValueError("a command must be a non-empty list of non-empty strings")
+    return args
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors (the loader turns them into "did you mean" hints)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Command(StrictModel):
+    """A program run without a shell, in its own process group, killed at its timeout."""
+
+    argv: list[str]
+    timeout: float = Field(30.0, gt=0, le=3600)
+    cwd: str | None = None
+    env: dict[str, str] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string_or_list(cls, value: Any) -> Any:
+        if isinstance(value, str | list):
+            return {"argv": split_command(value)}
+        if isinstance(value, dict) and "argv" in value:
+            value = dict(value)
+            value["argv"] = split_command(value["argv"])
+        return value
+
+
+class HttpAction(StrictModel):
+    """An HTTP call used as a hook (isolate, restore, apply a configuration)."""
+
+    url: HttpUrl
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    json_body: dict[str, Any] | None = None
+    headers: dict[str, str] = {}
+    timeout: float = Field(5.0, gt=0, le=300)
+
+
+class Hook(StrictModel):
+    """Exactly one of a command or an HTTP call."""
+
+    command: Command | None = None
+    http: HttpAction | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Hook:
+        if (self.command is None) == (self.http is None):
+            raise ValueError("give exactly one of 'command' or 'http'")
+        return self
+
+
+class HealthCheck(StrictModel):
+    """How recovery validation decides that a component is healthy."""
+
+    url: HttpUrl | None = None
+    timeout: float = Field(2.0, gt=0, le=60)
+    expect_status: int = Field(200, ge=100, le=599)
+    # When no URL is given, the component's latest scraped ``up`` sample decides.
+    use_up_metric: bool = True
+
+
+class Parameter(StrictModel):
+    """A tunable parameter of a component, for reconfiguration and genetic search."""
+
+    min: float
+    max: float
+    default: float | None = None
+    type: Literal["int", "float"] = "float"
+    step: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Parameter:
+        if self.min >= self.max:
+            raise ValueError(f"min ({self.min}) must be below max ({self.max})")
+        if self.default is not None and not self.min <= self.default <= self.max:
+            raise ValueError(f"default {self.default} lies outside [{self.min}, {self.max}]")
+        return self
+
+
+class ReconfigureHook(StrictModel):
+    """Where parameter changes are applied: a JSON file, a command or an HTTP call.
+
+    A command receives the new values as ``NAME=VALUE`` arguments appended to its argv;
+    an HTTP call receives them as its JSON body. Values never come from metrics or logs.
+    """
+
+    json_file: str | None = None
+    command: Command | None = None
+    http: HttpAction | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReconfigureHook:
+        given = [x for x in (self.json_file, self.command, self.http) if x is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'json_file', 'command' or 'http'")
+        return self
+
+
+class ComponentConfig(StrictModel):
+    """One component of the platform and how to observe and act on it."""
+
+    kind: str = "service"
+    labels: dict[str, str] = {}
+    metrics_url: HttpUrl | None = None
+    log_paths: list[str] = []
+    health: HealthCheck = HealthCheck()
+    restart_command: Command | None = None
+    isolate: Hook | None = None
+    restore: Hook | None = None
+    depends_on: list[str] = []
+    parameters: dict[str, Parameter] = {}
+    reconfigure: ReconfigureHook | None = None
+
+
+class PrometheusQuery(StrictModel):
+    """A PromQL query read through a Prometheus server's ``query_range`` API."""
+
+    name: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    component: str = Field(min_length=1)
+    metric: str | None = None  # stored metric name; defaults to ``name``
+
+
+class PrometheusSource(StrictModel):
+    url: HttpUrl
+    queries: list[PrometheusQuery] = []
+    step: float = Field(15.0, gt=0, le=3600)
+    lookback: float = Field(300.0, gt=0, le=86400 * 7)
+    timeout: float = Field(10.0, gt=0, le=300)
+
+
+class MetricFile(StrictModel):
+    """A CSV or JSON-lines file of samples (timestamp, component, metric, value, labels)."""
+
+    path: str = Field(min_length=1)
+    format: Literal["csv", "jsonl", "auto"] = "auto"
+
+
+class IngestSettings(StrictModel):
+    scrape_timeout: float = Field(5.0, gt=0, le=120)
+    retries: int = Field(2, ge=0, le=10)
+    retry_delay: float = Field(1.0, ge=0, le=60)
+    max_future_skew: float = Field(300.0, ge=0)  # samples later than now + this are rejected
+    log_batch_lines: int = Field(5000, ge=1, le=1_000_000)
+    max_line_bytes: int = Field(16384, ge=256, le=10_000_000)
+    max_bytes_per_run: int = Field(64 * 1024 * 1024, ge=1024)
+
+
+class SelfHealConfig(StrictModel):
+    """The whole configuration. Field order follows the seed's table, then additions."""
+
+    # The seed's options: same names, same defaults.
+    enabled: bool = True
+    mode: Mode = "supervised"
+    detection_interval: int = Field(30, gt=0, le=86400)
+    max_concurrent_recoveries: int = Field(3, ge=1, le=1000)
+    quarantine_period: int = Field(600, ge=0, le=30 * 86400)
+    dashboard_enabled: bool = True
+    dashboard_port: int = Field(8080, ge=1, le=65535)
+    notification_webhook: HttpUrl | None = None
+    log_level: LogLevel = "INFO"
+    metrics_history_days: float = Field(7, gt=0, le=3650)
+    component_restart_commands: dict[str, Command] = {}
+    custom_detectors: list[str] = []
+    custom_strategies: list[str] = []
+
+    # Additions.
+    database_url: str | None = None
+    components: dict[str, ComponentConfig] = {}
+    prometheus: PrometheusSource | None = None
+    metric_files: list[MetricFile] = []
+    ingest: IngestSettings = IngestSettings()
+    approval_timeout: int = Field(3600, gt=0, le=30 * 86400)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("custom_detectors", "custom_strategies")
+    @classmethod
+    def _dotted_paths(cls, paths: list[str]) -> list[str]:
+        for p in paths:
+            if not _DOTTED_PATH.match(p):
+                raise ValueError(f"{p!r} is not a dotted path such as 'package.module.ClassName'")
+        return paths
+
+    @field_validator("components", "component_restart_commands")
+    @classmethod
+    def _component_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name in value:
+            if not _COMPONENT_NAME.match(name):
+                raise ValueError(
+                    f"component name {name!r} must start with a letter and hold only "
+                    "letters, digits, '_', '.', '-' (at most 64 characters)"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SelfHealConfig:
+        for name, comp in self.components.items():
+            for dep in comp.depends_on:
+                if dep not in self.components:
+                    raise ValueError(
+                        f"components.{name}.depends_on names unknown component {dep!r}"
+                    )
+        return self
+
+    def restart_command_for(self, component: str) -> Command | None:
+        """The component's own restart command, else the seed's ``component_restart_commands``."""
+        comp = self.components.get(component)
+        if comp is not None and comp.restart_command is not None:
+            return comp.restart_command
+        return self.component_restart_commands.get(component)

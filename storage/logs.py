@@ -1,0 +1,174 @@
+"""Log sources (tail positions), log events and templates."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from storage.metrics import _frame, to_ms
+from storage.models import LogEvent, LogSource
+from storage.types import utcnow
+
+# (generation, byte_offset, ts_ms, level, template_id, message)
+EventRow = tuple[int, int, int, str | None, int | None, str]
+
+
+@dataclass
+class TailPosition:
+    """Where reading a file resumes; see storage.models.LogSource."""
+
+    source_id: int
+    path: str
+    component: str
+    inode: int | None
+    generation: int
+    byte_offset: int
+    head_hash: str | None
+    head_len: int
+    lines: int
+
+
+def get_or_create_source(conn: Connection, path: str, component: str) -> TailPosition:
+    table = LogSource.__table__
+    query = select(table).where(table.c.path == path)
+    row = conn.execute(query).mappings().first()
+    if row is None:
+        ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        conn.execute(
+            ins(LogSource.__table__)
+            .values(
+                path=path,
+                component=component,
+                inode=None,
+                generation=0,
+                byte_offset=0,
+                head_hash=None,
+                head_len=0,
+                lines=0,
+                updated_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+        )
+        row = conn.execute(query).mappings().one()
+    return TailPosition(
+        row["id"],
+        row["path"],
+        row["component"],
+        row["inode"],
+        row["generation"],
+        row["byte_offset"],
+        row["head_hash"],
+        row["head_len"],
+        row["lines"],
+    )
+
+
+def commit_batch(
+    conn: Connection, pos: TailPosition, component: str, events: Sequence[EventRow]
+) -> int:
+    """Insert a batch of lines and move the source's position, in the caller's transaction.
+
+    The position and the lines it covers commit together, so a crash leaves either both
+    or neither; a line seen twice (same generation and offset) is ignored.
+    """
+    inserted = 0
+    if events and conn.dialect.name == "sqlite":
+        # The driver's executemany is several times faster than a compiled insert per row;
+        # total_changes counts what was really inserted (ignored rows do not count).
+        raw = conn.connection.driver_connection
+        before = raw.total_changes  # type: ignore[union-attr]
+        conn.exec_driver_sql(
+            "INSERT OR IGNORE INTO log_events (source_id, generation, byte_offset, ts, "
+            "component, level, template_id, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (pos.source_id, g, off, ts, component, level, tid, msg)
+                for g, off, ts, level, tid, msg in events
+            ],
+        )
+        inserted = raw.total_changes - before  # type: ignore[union-attr]
+    elif events:
+        rows = [
+            {
+                "source_id": pos.source_id,
+                "generation": g,
+                "byte_offset": off,
+                "ts": ts,
+                "component": component,
+                "level": level,
+                "template_id": tid,
+                "message": msg,
+            }
+            for g, off, ts, level, tid, msg in events
+        ]
+        ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        table = LogEvent.__table__
+        # RETURNING counts the rows really inserted on both backends (rowcount of an
+        # executemany is not reliable on psycopg).
+        stmt = ins(table).on_conflict_do_nothing().returning(table.c.id)
+        inserted = len(conn.execute(stmt, rows).all())
+    conn.execute(
+        update(LogSource)
+        .where(LogSource.id == pos.source_id)
+        .values(
+            inode=pos.inode,
+            generation=pos.generation,
+            byte_offset=pos.byte_offset,
+            head_hash=pos.head_hash,
+            head_len=pos.head_len,
+            lines=LogSource.lines + len(events),
+            updated_at=utcnow(),
+        )
+    )
+    return inserted
+
+
+def read_log_events(
+    engine: Engine | Connection,
+    start: pd.Timestamp | int,
+    end: pd.Timestamp | int | None = None,
+    component: str | None = None,
+) -> pd.DataFrame:
+    """Events with ``start <= ts < end`` (index on component, ts)."""
+    sql = (
+        "SELECT id, source_id, generation, byte_offset, ts, component, level, template_id, "
+        "message FROM log_events WHERE ts >= :start AND ts < :end"
+    )
+    params: dict[str, object] = {"start": to_ms(start), "end": to_ms(end) if end else 2**62}
+    if component is not None:
+        sql += " AND component = :component"
+        params["component"] = component
+    sql += " ORDER BY ts, id"
+    cols = [
+        "id",
+        "source_id",
+        "generation",
+        "byte_offset",
+        "ts",
+        "component",
+        "level",
+        "template_id",
+        "message",
+    ]
+    df = _frame(engine, text(sql), params, cols)
+    df["ts"] = pd.to_datetime(df["ts"].astype("int64"), unit="ms", utc=True)
+    return df
+
+
+def log_sources_frame(engine: Engine | Connection) -> pd.DataFrame:
+    cols = ["id", "path", "component", "inode", "generation", "byte_offset", "lines"]
+    return _frame(engine, text(f"SELECT {', '.join(cols)} FROM log_sources ORDER BY id"), {}, cols)
+
+
+def count_log_events(engine: Engine | Connection, source_path: str | None = None) -> int:
+    sql = "SELECT COUNT(*) FROM log_events e"
+    params: dict[str, object] = {}
+    if source_path is not None:
+        sql += " JOIN log_sources s ON s.id = e.source_id WHERE s.path = :p"
+        params["p"] = source_path
+    df = _frame(engine, text(sql), params, ["n"])
+    return int(df["n"].iloc[0])

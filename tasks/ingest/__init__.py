@@ -1,0 +1,1 @@
+"""Ingestion: parsers for every source and the one path that stores samples and log lines."""

@@ -1,0 +1,215 @@
+"""Tail a log file from its stored position without losing or duplicating lines.
+
+- The position (generation, byte offset) commits in the same transaction as the lines it
+  covers, batch by batch: a crash at any point resumes exactly where the last commit left.
+- Rotation (the path now has another inode, or another head) is handled by finishing the
+  old file if it can still be found beside the path (``app.log.1`` and similar), then
+  starting the new file at offset 0 in a new generation.
+- Truncation (the file is shorter than the offset) starts a new generation at offset 0.
+- A partial last line (no newline yet) is left for the next run.
+- Bytes that are not UTF-8 are replaced, not dropped; an over-long line is capped with a
+  marker saying how many bytes were cut.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from storage.logs import EventRow, TailPosition, commit_batch, get_or_create_source
+from tasks.ingest.records import IngestReport
+from tasks.logs.lineparse import parse_log_line
+
+HEAD_BYTES = 256
+READ_CHUNK = 1 << 20
+LEVELS_KEPT = 16
+
+# (message) -> template id; lets the caller plug in template mining.
+TemplateFn = Callable[[str], int | None]
+
+
+@dataclass(frozen=True)
+class TailSettings:
+    batch_lines: int = 5000
+    max_line_bytes: int = 16384
+    max_bytes_per_run: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RawLine:
+    offset: int  # byte offset of the line's first byte
+    size: int  # bytes the line occupies in the file, newline included
+    data: bytes  # without the newline, possibly capped
+    cut: int  # bytes dropped from an over-long line
+
+
+def _head_hash(path: Path, length: int) -> str:
+    with path.open("rb") as fh:
+        return hashlib.sha256(fh.read(length)).hexdigest()
+
+
+def iter_lines(
+    path: Path, start: int, max_line: int, max_bytes: int, final: bool = False
+) -> Iterator[RawLine]:
+    """Complete lines from ``start``; with ``final`` a last line without newline counts too."""
+    with path.open("rb") as fh:
+        fh.seek(start)
+        pos = start  # offset of the first byte of ``pending``
+        pending = b""
+        cut = 0  # bytes of the current line beyond the cap (already discarded)
+        read_total = 0
+        while read_total < max_bytes:
+            chunk = fh.read(min(READ_CHUNK, max_bytes - read_total))
+            if not chunk:
+                break
+            read_total += len(chunk)
+            buf = pending + chunk
+            line_start = 0
+            while True:
+                nl = buf.find(b"\n", line_start)
+                if nl < 0:
+                    break
+                data = buf[line_start:nl]
+                total_cut = cut
+                if len(data) > max_line:
+                    total_cut += len(data) - max_line
+                    data = data[:max_line]
+                size = nl + 1 - line_start + cut
+                yield RawLine(pos, size, data, total_cut)
+                pos += size
+                cut = 0
+                line_start = nl + 1
+            pending = buf[line_start:]
+            if len(pending) > max_line:
+                # Keep only the capped prefix in memory; remember how much was dropped.
+                cut += len(pending) - max_line
+                pending = pending[:max_line]
+        if final and (pending or cut):
+            yield RawLine(pos, len(pending) + cut, pending, cut)
+
+
+def _decode(raw: RawLine) -> str:
+    text = raw.data.decode("utf-8", errors="replace").rstrip("\r")
+    if raw.cut:
+        text += f" …[truncated {raw.cut} bytes]"
+    return text.replace("\x00", "\ufffd")
+
+
+def _find_rotated(path: Path, inode: int) -> Path | None:
+    """The file that used to be ``path``: same inode, name starting with the path's name."""
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return None
+    for cand in candidates:
+        if cand.name.startswith(path.name) and cand != path:
+            try:
+                if cand.stat().st_ino == inode:
+                    return cand
+            except OSError:
+                continue
+    return None
+
+
+def tail_file(
+    engine: Engine,
+    path: str | Path,
+    component: str,
+    settings: TailSettings = TailSettings(),
+    template_of: TemplateFn | None = None,
+    clock: Callable[[], float] = time.time,
+) -> IngestReport:
+    """Read what is new in ``path`` and store it; returns counts, never raises on bad lines."""
+    p = Path(path)
+    report = IngestReport(source=f"log {p}")
+    with engine.begin() as conn:
+        pos = get_or_create_source(conn, str(p), component)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        # Mid-rotation the path may briefly not exist; finish the old file if it is there.
+        if pos.inode is not None and (old := _find_rotated(p, pos.inode)) is not None:
+            _drain(engine, old, pos, component, settings, template_of, clock, report, final=True)
+        report.error = f"log file not found: {p}"
+        return report
+    except OSError as exc:
+        report.error = f"cannot read log file {p}: {exc.strerror}"
+        return report
+
+    head_len = min(st.st_size, HEAD_BYTES)
+    if pos.inode is None:
+        pos.inode, pos.head_len = st.st_ino, head_len
+        pos.head_hash = _head_hash(p, head_len)
+    else:
+        same_file = st.st_ino == pos.inode and (
+            pos.head_len == 0
+            or (st.st_size >= pos.head_len and _head_hash(p, pos.head_len) == pos.head_hash)
+        )
+        if not same_file:
+            if st.st_ino != pos.inode and (old := _find_rotated(p, pos.inode)) is not None:
+                _drain(
+                    engine, old, pos, component, settings, template_of, clock, report, final=True
+                )
+            _new_generation(pos, st.st_ino, p, head_len)
+        elif st.st_size < pos.byte_offset:
+            _new_generation(pos, st.st_ino, p, head_len)
+        elif pos.head_len < HEAD_BYTES and head_len > pos.head_len:
+            pos.head_len, pos.head_hash = head_len, _head_hash(p, head_len)
+    _drain(engine, p, pos, component, settings, template_of, clock, report, final=False)
+    return report
+
+
+def _new_generation(pos: TailPosition, inode: int, path: Path, head_len: int) -> None:
+    pos.inode = inode
+    pos.generation += 1
+    pos.byte_offset = 0
+    pos.head_len = head_len
+    pos.head_hash = _head_hash(path, head_len)
+
+
+def _drain(
+    engine: Engine,
+    path: Path,
+    pos: TailPosition,
+    component: str,
+    settings: TailSettings,
+    template_of: TemplateFn | None,
+    clock: Callable[[], float],
+    report: IngestReport,
+    final: bool,
+) -> None:
+    batch: list[EventRow] = []
+    end = pos.byte_offset
+
+    def flush() -> None:
+        nonlocal batch
+        pos.byte_offset = end
+        with engine.begin() as conn:
+            stored = commit_batch(conn, pos, component, batch)
+        report.stored += stored
+        report.duplicates += len(batch) - stored
+        batch = []
+
+    read_ms = int(clock() * 1000)
+    lines = iter_lines(
+        path, pos.byte_offset, settings.max_line_bytes, settings.max_bytes_per_run, final
+    )
+    for raw in lines:
+        text = _decode(raw)
+        parsed = parse_log_line(text)
+        ts_ms = int(parsed.ts.timestamp() * 1000) if parsed.ts is not None else read_ms
+        level = parsed.level[:LEVELS_KEPT] if parsed.level else None
+        template_id = template_of(parsed.message) if template_of is not None else None
+        if raw.cut:
+            report.notes["lines capped at max_line_bytes"] += 1
+        batch.append((pos.generation, raw.offset, ts_ms, level, template_id, text))
+        end = raw.offset + raw.size
+        if len(batch) >= settings.batch_lines:
+            flush()
+    if batch or end != pos.byte_offset:
+        flush()
