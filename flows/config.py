@@ -203,6 +203,72 @@ class IngestSettings(StrictModel):
     max_bytes_per_run: int = Field(64 * 1024 * 1024, ge=1024)
 
 
+class DetectorSpec(StrictModel):
+    """A detector by registered name, with constructor parameters."""
+
+    name: str = Field(min_length=1)
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+
+# Parameters of the default detector for scrape-interval data in a bounded lookback: the
+# detector's own defaults suit 5-minute data with weeks of history (NAB).
+CYCLE_DEFAULT_DETECTOR = {
+    "name": "default",
+    "params": {
+        "history": "1h",
+        "smoothing": ["1min", "5min"],
+        "season": None,
+        "refractory": "10min",
+        "min_points": 60,
+        "severity_window": "1h",
+    },
+}
+
+
+class LogSignatureSpec(StrictModel):
+    name: str = Field(min_length=1)
+    pattern: str = Field(min_length=1)
+    severity: SeverityName = "medium"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+
+class DetectionConfig(StrictModel):
+    """How the detection step reads, scores and groups."""
+
+    lookback: float = Field(3600.0, ge=60, le=7 * 86400)
+    detectors: list[DetectorSpec] = [DetectorSpec.model_validate(CYCLE_DEFAULT_DETECTOR)]
+    behaviour: bool = True
+    key_metrics: list[str] = [
+        "*request*:rate",
+        "*latency*:mean",
+        "*error*:rate",
+        "*queue*",
+        "*memory*",
+    ]
+    shard_size: int = Field(25, ge=1, le=10_000)
+    group_wait: float = Field(10.0, ge=0, le=3600)
+    resolve_after: float = Field(300.0, gt=0, le=86400)
+    flap_window: float = Field(900.0, ge=0, le=7 * 86400)
+    repeat_interval: float = Field(3600.0, gt=0, le=7 * 86400)
+    correlation_window: float = Field(60.0, ge=0, le=3600)
+    log_signatures: list[LogSignatureSpec] = []
+    log_burst_factor: float = Field(5.0, gt=1)
+    log_burst_min_count: int = Field(10, ge=1)
+
+
 class SelfHealConfig(StrictModel):
     """The whole configuration. Field order follows the seed's table, then additions."""
 
@@ -227,6 +293,7 @@ class SelfHealConfig(StrictModel):
     prometheus: PrometheusSource | None = None
     metric_files: list[MetricFile] = []
     ingest: IngestSettings = IngestSettings()
+    detection: DetectionConfig = DetectionConfig()
     approval_timeout: int = Field(3600, gt=0, le=30 * 86400)
 
     @field_validator("log_level", mode="before")
@@ -240,6 +307,24 @@ class SelfHealConfig(StrictModel):
         for p in paths:
             if not _DOTTED_PATH.match(p):
                 raise ValueError(f"{p!r} is not a dotted path such as 'package.module.ClassName'")
+        return paths
+
+    @field_validator("custom_detectors")
+    @classmethod
+    def _detectors_import(cls, paths: list[str]) -> list[str]:
+        # Importing user code here makes a broken path a configuration error, reported by
+        # ``selfheal config check`` before any flow runs.
+        from tasks.detection.base import BaseDetector
+        from tasks.plugins import PluginError, load_class
+
+        problems = []
+        for i, path in enumerate(paths):
+            try:
+                load_class(path, BaseDetector, f"[{i}]")
+            except PluginError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
         return paths
 
     @field_validator("components", "component_restart_commands")

@@ -13,13 +13,14 @@ from sqlalchemy import Engine
 from flows.config import SelfHealConfig
 from flows.runtime import Runtime, open_runtime
 from tasks.ingest.http import SourceUnavailable
-from tasks.ingest.logtail import TailSettings, tail_file
+from tasks.ingest.logtail import TailSettings
 from tasks.ingest.records import IngestReport
 from tasks.ingest.sources import (
     ingest_metric_file,
     ingest_prometheus_query,
     record_down,
     scrape_endpoint,
+    tail_component_logs,
 )
 
 # Engines and reports are live objects: never hash them into cache keys. Network reads
@@ -72,11 +73,13 @@ def metric_file_task(engine: Engine, path: str, fmt: str, max_future_ms: int) ->
     return ingest_metric_file(engine, path, fmt, max_future_ms)
 
 
-@task(name="tail-log", **_TASK_OPTS)
-def tail_log_task(
-    engine: Engine, path: str, component: str, settings: TailSettings
+@task(name="tail-logs", **_TASK_OPTS)
+def tail_logs_task(
+    engine: Engine, component: str, paths: list[str], settings: TailSettings
 ) -> IngestReport:
-    return tail_file(engine, path, component, settings)
+    """Tail a component's log files in turn: one template miner per component, so its
+    files are read by one task (no lost updates of the miner's state)."""
+    return tail_component_logs(engine, component, paths, settings)
 
 
 def tail_settings(config: SelfHealConfig) -> TailSettings:
@@ -103,10 +106,9 @@ def run_ingest(rt: Runtime) -> list[IngestReport]:
             scrapes[name] = scrape_task.with_options(**retry_opts).submit(
                 engine, name, comp.metrics_url, cfg.ingest.scrape_timeout, future_ms
             )
-        for path in comp.log_paths:
-            others.append(
-                (f"log {path}", tail_log_task.submit(engine, path, name, tail_settings(cfg)))
-            )
+        if comp.log_paths:
+            fut = tail_logs_task.submit(engine, name, list(comp.log_paths), tail_settings(cfg))
+            others.append((f"logs of {name}", fut))
     if cfg.prometheus is not None:
         prom = cfg.prometheus
         for q in prom.queries:

@@ -6,12 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.metrics import _frame, to_ms
-from storage.models import LogEvent, LogSource
+from storage.models import LogEvent, LogMiner, LogSource, LogTemplate
 from storage.types import utcnow
 
 # (generation, byte_offset, ts_ms, level, template_id, message)
@@ -172,3 +172,84 @@ def count_log_events(engine: Engine | Connection, source_path: str | None = None
         params["p"] = source_path
     df = _frame(engine, text(sql), params, ["n"])
     return int(df["n"].iloc[0])
+
+
+# -- template mining state ----------------------------------------------------------------
+
+
+@dataclass
+class TemplateUpdate:
+    key: int
+    template: str
+    count: int  # occurrences to add
+    first_seen: int  # epoch ms
+    last_seen: int
+
+
+def load_miner_state(conn: Connection, component: str) -> dict[str, object] | None:
+    table = LogMiner.__table__
+    row = conn.execute(select(table.c.state).where(table.c.component == component)).first()
+    return None if row is None else row[0]
+
+
+def save_miner_state(
+    conn: Connection, component: str, state: dict[str, object], updates: Sequence[TemplateUpdate]
+) -> None:
+    """Store the miner and its templates' counts, in the caller's transaction."""
+    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    now = utcnow()
+    stmt = ins(LogMiner.__table__).values(component=component, state=state, updated_at=now)
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["component"], set_={"state": stmt.excluded.state, "updated_at": now}
+        )
+    )
+    table = LogTemplate.__table__
+    for u in updates:
+        stmt = ins(table).values(
+            component=component,
+            template_key=u.key,
+            template=u.template,
+            count=u.count,
+            first_seen=u.first_seen,
+            last_seen=u.last_seen,
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=["component", "template_key"],
+                set_={
+                    "template": u.template,
+                    "count": table.c.count + u.count,
+                    "last_seen": u.last_seen,
+                },
+            )
+        )
+
+
+def template_first_seen(
+    engine: Engine | Connection, component: str, keys: Sequence[int]
+) -> dict[int, int]:
+    """First-seen time (epoch ms) of the given templates of a component."""
+    if not keys:
+        return {}
+    stmt = text(
+        "SELECT template_key, first_seen FROM log_templates "
+        "WHERE component = :c AND template_key IN :keys"
+    ).bindparams(bindparam("keys", expanding=True))
+    df = _frame(
+        engine,
+        stmt,
+        {"c": component, "keys": [int(k) for k in keys]},
+        ["template_key", "first_seen"],
+    )
+    return {int(k): int(v) for k, v in zip(df["template_key"], df["first_seen"], strict=True)}
+
+
+def templates_frame(engine: Engine | Connection, component: str | None = None) -> pd.DataFrame:
+    cols = ["component", "template_key", "template", "count", "first_seen", "last_seen"]
+    sql = f"SELECT {', '.join(cols)} FROM log_templates"
+    params: dict[str, object] = {}
+    if component:
+        sql += " WHERE component = :c"
+        params["c"] = component
+    return _frame(engine, text(sql + " ORDER BY component, template_key"), params, cols)

@@ -242,3 +242,8 @@ def to_ms(ts: pd.Timestamp | int | float | np.integer) -> int:
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
     return int(t.value // 1_000_000)
+
+
+def component_names(engine: Engine | Connection) -> list[str]:
+    df = _frame(engine, text("SELECT name FROM components ORDER BY name"), {}, ["name"])
+    return df["name"].tolist()

@@ -11,6 +11,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+# Not Alembic's default "alembic_version": Optuna's RDB storage, which shares this database,
+# keeps its own schema version there.
+VERSION_TABLE = "selfheal_alembic_version"
 # Any constant works; it only has to be the same for every process using the database.
 _PG_LOCK_KEY = 0x5E1F_4EA1
 
@@ -28,7 +31,8 @@ def head_revision(engine: Engine) -> str | None:
 
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision()
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:

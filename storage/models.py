@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from storage.types import JSONText, UTCDateTime, utcnow
@@ -106,3 +116,159 @@ class LogEvent(Base):
     level: Mapped[str | None] = mapped_column(String(16), nullable=True)
     template_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     message: Mapped[str] = mapped_column(Text)
+
+
+class DetectionState(Base):
+    """How far each detection stream has scored (e.g. ``metrics:proof_engine``)."""
+
+    __tablename__ = "detection_state"
+
+    stream: Mapped[str] = mapped_column(String(200), primary_key=True)
+    watermark: Mapped[int] = mapped_column(BigInteger)  # epoch ms, exclusive lower bound
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Issue(Base):
+    """Anomalies grouped the Alertmanager way: one open issue per fingerprint."""
+
+    __tablename__ = "issues"
+    __table_args__ = (
+        Index("ix_issues_fingerprint_status", "fingerprint", "status"),
+        Index("ix_issues_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    component: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(300))
+    title: Mapped[str] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16))
+    # open / recovering / resolved / silenced
+    status: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Group wait: nothing acts on the issue before this time, so related anomalies gather.
+    actionable_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    anomaly_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Set while a down component (or a dependency that is down) explains this issue.
+    inhibited_by: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+
+
+class AnomalyRow(Base):
+    __tablename__ = "anomalies"
+    __table_args__ = (
+        UniqueConstraint("detector", "component", "signature", "ts", name="uq_anomaly"),
+        Index("ix_anomalies_component_ts", "component", "ts"),
+        Index("ix_anomalies_issue", "issue_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    detector: Mapped[str] = mapped_column(String(64))
+    component: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[str] = mapped_column(String(300))
+    series_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ts: Mapped[int] = mapped_column(BigInteger)  # epoch ms
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    score: Mapped[float] = mapped_column(Float)
+    severity: Mapped[str] = mapped_column(String(16))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+    issue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("issues.id", ondelete="SET NULL"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Feedback(Base):
+    """An operator's verdict on an issue: the labels nightly tuning learns from."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int] = mapped_column(ForeignKey("issues.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))  # true_positive / false_positive
+    by: Mapped[str] = mapped_column(String(100))
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LogMiner(Base):
+    """The template miner's state per component, saved with the events it labelled."""
+
+    __tablename__ = "log_miners"
+
+    component: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Recovery(Base):
+    """One recovery attempt: a strategy applied (or proposed) for an issue."""
+
+    __tablename__ = "recoveries"
+    __table_args__ = (
+        Index("ix_recoveries_issue", "issue_id"),
+        Index("ix_recoveries_component_strategy", "component", "strategy", "finished_at"),
+        Index("ix_recoveries_status", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    issue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("issues.id", ondelete="SET NULL"), nullable=True
+    )
+    component: Mapped[str] = mapped_column(String(64))
+    issue_kind: Mapped[str] = mapped_column(String(32))
+    issue_signature: Mapped[str] = mapped_column(String(300), default="")
+    strategy: Mapped[str] = mapped_column(String(64))
+    rung: Mapped[int] = mapped_column(Integer, default=0)
+    action: Mapped[str] = mapped_column(Text, default="")
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+    mode: Mapped[str] = mapped_column(String(16))
+    # planned / awaiting_approval / approved / rejected / expired / running / succeeded /
+    # failed / recorded_only / skipped
+    status: Mapped[str] = mapped_column(String(20))
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    output: Mapped[str] = mapped_column(Text, default="")
+    validation: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+
+
+class BreakerRow(Base):
+    """A circuit breaker's persisted state (tasks.recovery.breaker.BreakerState)."""
+
+    __tablename__ = "breakers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))  # copy of body["state"], for queries
+    body: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RecoveryAction(Base):
+    """One action a recovery took on a component (a restart, an isolation, a change)."""
+
+    __tablename__ = "recovery_actions"
+    __table_args__ = (
+        Index("ix_recovery_actions_component_kind", "component", "kind", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recovery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recoveries.id", ondelete="CASCADE"), nullable=True
+    )
+    component: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(
+        String(32)
+    )  # restart / isolate / restore / reconfigure / rollback
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ok: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)

@@ -18,14 +18,15 @@ from storage.metrics import (
     read_samples,
     series_frame,
 )
-from storage.migrate import current_revision, head_revision
+from storage.migrate import VERSION_TABLE, current_revision, head_revision
 from storage.models import Base
 
 
 def test_migrations_reach_head_and_match_models(engine: Engine) -> None:
     assert current_revision(engine) == head_revision(engine)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        diff = compare_metadata(ctx, Base.metadata)
     # Type-only differences from TypeDecorators are not schema drift.
     real = [d for d in diff if not (isinstance(d, list) and d and d[0][0] == "modify_type")]
     assert real == []

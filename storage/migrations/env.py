@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
+from storage.migrate import VERSION_TABLE
 from storage.models import Base
 
 config = context.config
@@ -18,6 +19,7 @@ def run() -> None:
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            version_table=VERSION_TABLE,
         )
         with context.begin_transaction():
             context.run_migrations()
@@ -29,6 +31,7 @@ def run() -> None:
             connection=conn,
             target_metadata=target_metadata,
             render_as_batch=conn.dialect.name == "sqlite",
+            version_table=VERSION_TABLE,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -37,6 +37,7 @@ class Anomaly:
     component: str = ""
     signature: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    series_id: int | None = None
 
 
 @dataclass

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from storage.logs import EventRow, TailPosition, commit_batch, get_or_create_source
 from tasks.ingest.records import IngestReport
@@ -29,8 +30,13 @@ HEAD_BYTES = 256
 READ_CHUNK = 1 << 20
 LEVELS_KEPT = 16
 
-# (message) -> template id; lets the caller plug in template mining.
-TemplateFn = Callable[[str], int | None]
+
+class LineAnnotator(Protocol):
+    """Labels lines (template mining) and saves its state with each committed batch."""
+
+    def label(self, message: str, ts_ms: int) -> int | None: ...
+
+    def flush(self, conn: Connection) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ def tail_file(
     path: str | Path,
     component: str,
     settings: TailSettings = TailSettings(),
-    template_of: TemplateFn | None = None,
+    annotator: LineAnnotator | None = None,
     clock: Callable[[], float] = time.time,
 ) -> IngestReport:
     """Read what is new in ``path`` and store it; returns counts, never raises on bad lines."""
@@ -134,7 +140,7 @@ def tail_file(
     except FileNotFoundError:
         # Mid-rotation the path may briefly not exist; finish the old file if it is there.
         if pos.inode is not None and (old := _find_rotated(p, pos.inode)) is not None:
-            _drain(engine, old, pos, component, settings, template_of, clock, report, final=True)
+            _drain(engine, old, pos, component, settings, annotator, clock, report, final=True)
         report.error = f"log file not found: {p}"
         return report
     except OSError as exc:
@@ -152,15 +158,13 @@ def tail_file(
         )
         if not same_file:
             if st.st_ino != pos.inode and (old := _find_rotated(p, pos.inode)) is not None:
-                _drain(
-                    engine, old, pos, component, settings, template_of, clock, report, final=True
-                )
+                _drain(engine, old, pos, component, settings, annotator, clock, report, final=True)
             _new_generation(pos, st.st_ino, p, head_len)
         elif st.st_size < pos.byte_offset:
             _new_generation(pos, st.st_ino, p, head_len)
         elif pos.head_len < HEAD_BYTES and head_len > pos.head_len:
             pos.head_len, pos.head_hash = head_len, _head_hash(p, head_len)
-    _drain(engine, p, pos, component, settings, template_of, clock, report, final=False)
+    _drain(engine, p, pos, component, settings, annotator, clock, report, final=False)
     return report
 
 
@@ -178,7 +182,7 @@ def _drain(
     pos: TailPosition,
     component: str,
     settings: TailSettings,
-    template_of: TemplateFn | None,
+    annotator: LineAnnotator | None,
     clock: Callable[[], float],
     report: IngestReport,
     final: bool,
@@ -191,6 +195,8 @@ def _drain(
         pos.byte_offset = end
         with engine.begin() as conn:
             stored = commit_batch(conn, pos, component, batch)
+            if annotator is not None:
+                annotator.flush(conn)
         report.stored += stored
         report.duplicates += len(batch) - stored
         batch = []
@@ -204,7 +210,7 @@ def _drain(
         parsed = parse_log_line(text)
         ts_ms = int(parsed.ts.timestamp() * 1000) if parsed.ts is not None else read_ms
         level = parsed.level[:LEVELS_KEPT] if parsed.level else None
-        template_id = template_of(parsed.message) if template_of is not None else None
+        template_id = annotator.label(parsed.message, ts_ms) if annotator is not None else None
         if raw.cut:
             report.notes["lines capped at max_line_bytes"] += 1
         batch.append((pos.generation, raw.offset, ts_ms, level, template_id, text))

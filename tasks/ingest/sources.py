@@ -11,10 +11,12 @@ from sqlalchemy import Engine
 from storage.metrics import SeriesResolver
 from tasks.ingest.files import read_metric_file
 from tasks.ingest.http import fetch_text, redact_url
+from tasks.ingest.logtail import TailSettings, tail_file
 from tasks.ingest.prometheus_api import query_range
 from tasks.ingest.prometheus_text import parse_exposition
 from tasks.ingest.records import IngestReport
 from tasks.ingest.store import now_ms, store_samples
+from tasks.ingest.templating import TemplateAnnotator
 
 UP_METRIC = "up"
 
@@ -91,4 +93,15 @@ def ingest_metric_file(
     resolver = SeriesResolver()
     for frame in read_metric_file(path, fmt, report):
         store_samples(engine, frame, report, resolver=resolver, max_future_ms=max_future_ms)
+    return report
+
+
+def tail_component_logs(
+    engine: Engine, component: str, paths: list[str], settings: TailSettings
+) -> IngestReport:
+    """Tail every log file of a component, labelling lines with the component's templates."""
+    report = IngestReport(source=f"logs of {component}")
+    annotator = TemplateAnnotator.load(engine, component)
+    for path in paths:
+        report.merge(tail_file(engine, path, component, settings, annotator))
     return report

@@ -1,0 +1,235 @@
+"""The detect flow: score what is new, group anomalies into issues, publish what changed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from sqlalchemy import Engine
+
+from flows.config import SelfHealConfig
+from flows.runtime import Runtime, open_runtime
+from storage.issues import (
+    AnomalyRecord,
+    get_watermarks,
+    load_active_issues,
+    recent_cutoff,
+    save_anomalies,
+    save_issues,
+    set_watermarks,
+)
+from storage.metrics import component_names
+from tasks.detection.logs_step import LogDetectionSettings, detect_logs
+from tasks.detection.metrics_step import MetricDetectionSettings, detect_metrics, read_component
+from tasks.detection.registry import default_registry
+from tasks.issues.grouping import GroupingPolicy, group, inhibitions
+
+_TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    components: tuple[str, ...]
+    detectors: tuple[tuple[str, dict[str, Any]], ...]
+    custom: tuple[str, ...]
+    metrics: MetricDetectionSettings
+    logs: LogDetectionSettings
+    now_ms: int
+    first_run_ms: int  # how much of the window a component seen for the first time scores
+
+
+@dataclass
+class ShardResult:
+    anomalies: list[AnomalyRecord] = field(default_factory=list)
+    watermarks: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def run_shard(engine: Engine, plan: ShardPlan) -> ShardResult:
+    """Detect over a shard of components (plain function; the task wraps it)."""
+    registry = default_registry(plan.custom)
+    detectors = [registry.create(name, params) for name, params in plan.detectors]
+    # Custom detectors run with their defaults unless the configuration lists them.
+    named = {name for name, _ in plan.detectors}
+    detectors += [registry.create(n) for n in registry.custom_names if n not in named]
+    streams = [s for c in plan.components for s in (f"metrics:{c}", f"logs:{c}")]
+    with engine.connect() as conn:
+        marks = get_watermarks(conn, streams)
+    result = ShardResult()
+    default_mark = plan.now_ms - plan.first_run_ms
+    for comp in plan.components:
+        try:
+            mkey = f"metrics:{comp}"
+            wm = marks.get(mkey, default_mark)
+            window = read_component(engine, comp, plan.now_ms, plan.metrics.lookback_s)
+            result.anomalies += detect_metrics(window, detectors, wm, plan.metrics)
+            result.watermarks[mkey] = max(wm, window.newest_ms or wm)
+            lkey = f"logs:{comp}"
+            lwm = marks.get(lkey, default_mark)
+            log_anomalies, newest = detect_logs(engine, comp, lwm, plan.now_ms, plan.logs)
+            result.anomalies += log_anomalies
+            result.watermarks[lkey] = max(lwm, newest or lwm)
+        except Exception as exc:  # noqa: BLE001 - one bad component must not stop the others
+            result.errors.append(f"{comp}: {type(exc).__name__}: {exc}")
+    return result
+
+
+@task(name="detect-shard", **_TASK_OPTS)
+def detect_shard_task(engine: Engine, plan: ShardPlan) -> ShardResult:
+    return run_shard(engine, plan)
+
+
+@dataclass
+class GroupSummary:
+    new_issues: list[dict[str, Any]]
+    reopened: int
+    resolved: int
+    anomalies_stored: int
+
+
+def persist_detection(
+    engine: Engine,
+    anomalies: list[AnomalyRecord],
+    watermarks: dict[str, int],
+    now: datetime,
+    policy: GroupingPolicy,
+    depends_on: dict[str, list[str]],
+) -> GroupSummary:
+    """Group, store issues and anomalies, refresh inhibitions and move the watermarks, all
+    in one transaction: a crash leaves the previous state and the same points are scored
+    again."""
+    with engine.begin() as conn:
+        active = load_active_issues(conn, recent_cutoff(now, policy.flap_window))
+        outcome = group(anomalies, active, now, policy, depends_on)
+        ids = save_issues(conn, outcome.issues.values())
+        stored = save_anomalies(conn, outcome.anomalies, ids)
+        current = load_active_issues(conn, now)
+        changed = []
+        by_id = {i.id: i for i in current}
+        for issue_id, inhibitor in inhibitions(current, depends_on).items():
+            issue = by_id[issue_id]
+            if issue.inhibited_by != inhibitor:
+                issue.inhibited_by = inhibitor
+                changed.append(issue)
+        save_issues(conn, changed)
+        set_watermarks(conn, watermarks)
+    new = [outcome.issues[fp] for fp in outcome.opened]
+    return GroupSummary(
+        new_issues=[
+            {
+                "id": i.id,
+                "component": i.component,
+                "kind": i.kind,
+                "severity": i.severity,
+                "title": i.title,
+                "first_seen": i.first_seen.isoformat(),
+                "anomalies": i.anomaly_count,
+            }
+            for i in new
+        ],
+        reopened=len(outcome.reopened),
+        resolved=len(outcome.resolved),
+        anomalies_stored=stored,
+    )
+
+
+@task(name="group-issues", **_TASK_OPTS)
+def group_task(
+    engine: Engine,
+    anomalies: list[AnomalyRecord],
+    watermarks: dict[str, int],
+    now: datetime,
+    policy: GroupingPolicy,
+    depends_on: dict[str, list[str]],
+) -> GroupSummary:
+    return persist_detection(engine, anomalies, watermarks, now, policy, depends_on)
+
+
+def grouping_policy(config: SelfHealConfig) -> GroupingPolicy:
+    d = config.detection
+    return GroupingPolicy(
+        d.group_wait, d.resolve_after, d.flap_window, d.repeat_interval, d.correlation_window
+    )
+
+
+def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:
+    cfg = rt.config
+    d = cfg.detection
+    comps = sorted(set(cfg.components) | set(component_names(rt.engine)))
+    metrics = MetricDetectionSettings(
+        lookback_s=d.lookback, behaviour=d.behaviour, key_metrics=tuple(d.key_metrics)
+    )
+    logs = LogDetectionSettings(
+        lookback_s=d.lookback,
+        extra_signatures=tuple((s.name, s.pattern, s.severity) for s in d.log_signatures),
+        burst_factor=d.log_burst_factor,
+        burst_min_count=d.log_burst_min_count,
+    )
+    detectors = tuple((s.name, dict(s.params)) for s in d.detectors)
+    first_run = int(max(2 * cfg.detection_interval, 60) * 1000)
+    return [
+        ShardPlan(
+            tuple(comps[i : i + d.shard_size]),
+            detectors,
+            tuple(cfg.custom_detectors),
+            metrics,
+            logs,
+            now_ms,
+            first_run,
+        )
+        for i in range(0, len(comps), d.shard_size)
+    ]
+
+
+def run_detection(rt: Runtime, now: datetime | None = None) -> GroupSummary:
+    """Submit one task per shard, then group everything in one task. Call inside a flow."""
+    logger = get_run_logger()
+    now = now or datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
+    futures = [detect_shard_task.submit(rt.engine, plan) for plan in shard_plans(rt, now_ms)]
+    wait(futures)
+    anomalies: list[AnomalyRecord] = []
+    marks: dict[str, int] = {}
+    for fut in futures:
+        if not fut.state.is_completed():
+            logger.error("detection shard failed: %s", fut.state.message)
+            continue
+        res = fut.result()
+        anomalies += res.anomalies
+        marks.update(res.watermarks)
+        for err in res.errors:
+            logger.error("detection error: %s", err)
+    deps = {n: list(c.depends_on) for n, c in rt.config.components.items()}
+    summary = group_task(rt.engine, anomalies, marks, now, grouping_policy(rt.config), deps)
+    logger.info(
+        "detection: %d anomalies, %d new issues, %d reopened, %d resolved",
+        len(anomalies),
+        len(summary.new_issues),
+        summary.reopened,
+        summary.resolved,
+    )
+    if summary.new_issues:
+        create_table_artifact(
+            summary.new_issues, key="new-issues", description=f"Issues opened at {now.isoformat()}"
+        )
+    return summary
+
+
+@flow(name="detect", description="Score new points and log lines, group anomalies into issues.")
+def detect(config_path: str | None = None) -> dict[str, Any]:
+    rt = open_runtime(config_path)
+    try:
+        s = run_detection(rt)
+        return {
+            "new_issues": s.new_issues,
+            "reopened": s.reopened,
+            "resolved": s.resolved,
+            "anomalies": s.anomalies_stored,
+        }
+    finally:
+        rt.close()

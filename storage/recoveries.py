@@ -1,0 +1,179 @@
+"""Recovery attempts and actions: the record every decision and action leaves."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Connection, Engine, case, func, insert, select, update
+
+from storage.metrics import _frame
+from storage.models import Recovery, RecoveryAction
+from storage.types import utcnow
+
+FINAL = ("succeeded", "failed", "rejected", "expired", "recorded_only", "skipped")
+ACTIVE = ("planned", "awaiting_approval", "approved", "running")
+
+
+@dataclass(frozen=True)
+class StrategyStats:
+    strategy: str
+    successes: int
+    attempts: int
+
+    @property
+    def rate(self) -> float:
+        """Laplace-smoothed success rate: an untried strategy sits at 0.5, not 0 or 1."""
+        return (self.successes + 1) / (self.attempts + 2)
+
+
+def create_recovery(conn: Connection, **values: Any) -> int:
+    values.setdefault("created_at", utcnow())
+    values.setdefault("parameters", {})
+    values.setdefault("validation", {})
+    values.setdefault("output", "")
+    values.setdefault("issue_signature", "")
+    values.setdefault("action", "")
+    return conn.execute(insert(Recovery).values(**values).returning(Recovery.id)).scalar_one()
+
+
+def update_recovery(conn: Connection, recovery_id: int, **values: Any) -> None:
+    conn.execute(update(Recovery).where(Recovery.id == recovery_id).values(**values))
+
+
+def get_recovery(engine: Engine | Connection, recovery_id: int) -> dict[str, Any] | None:
+    stmt = select(Recovery.__table__).where(Recovery.__table__.c.id == recovery_id)
+    if isinstance(engine, Connection):
+        row = engine.execute(stmt).mappings().first()
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(stmt).mappings().first()
+    return dict(row) if row else None
+
+
+def record_action(
+    conn: Connection,
+    recovery_id: int | None,
+    component: str,
+    kind: str,
+    started_at: datetime,
+    ok: bool,
+    detail: dict[str, Any],
+) -> int:
+    return conn.execute(
+        insert(RecoveryAction)
+        .values(
+            recovery_id=recovery_id,
+            component=component,
+            kind=kind,
+            started_at=started_at,
+            finished_at=utcnow(),
+            ok=ok,
+            detail=detail,
+        )
+        .returning(RecoveryAction.id)
+    ).scalar_one()
+
+
+def action_times(conn: Connection, component: str, kind: str, since: datetime) -> list[datetime]:
+    t = RecoveryAction.__table__
+    stmt = (
+        select(t.c.started_at)
+        .where(t.c.component == component, t.c.kind == kind, t.c.started_at >= since)
+        .order_by(t.c.started_at)
+    )
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def quarantined_until(
+    conn: Connection, component: str, strategy: str, period_s: float, now: datetime
+) -> datetime | None:
+    """When the (component, strategy) pair leaves quarantine, if a failure put it there."""
+    t = Recovery.__table__
+    stmt = select(func.max(t.c.finished_at)).where(
+        t.c.component == component,
+        t.c.strategy == strategy,
+        t.c.status == "failed",
+        t.c.finished_at >= now - timedelta(seconds=period_s),
+    )
+    last = conn.execute(stmt).scalar()
+    if last is None:
+        return None
+    if last.tzinfo is None:  # func.max bypasses the column type on SQLite
+        last = last.replace(tzinfo=UTC)
+    return last + timedelta(seconds=period_s)
+
+
+def strategy_stats(conn: Connection, component: str, issue_kind: str) -> dict[str, StrategyStats]:
+    """Outcomes per strategy for this component and kind of issue (executed attempts)."""
+    t = Recovery.__table__
+    successes = func.sum(case((t.c.status == "succeeded", 1), else_=0))
+    stmt = (
+        select(t.c.strategy, func.count(), successes)
+        .where(
+            t.c.component == component,
+            t.c.issue_kind == issue_kind,
+            t.c.status.in_(("succeeded", "failed")),
+        )
+        .group_by(t.c.strategy)
+    )
+    out: dict[str, StrategyStats] = {}
+    for strategy, attempts, successes in conn.execute(stmt):
+        out[strategy] = StrategyStats(strategy, int(successes or 0), int(attempts))
+    return out
+
+
+def successful_parameters(
+    conn: Connection, component: str, issue_kind: str, strategy: str, limit: int = 5
+) -> list[dict[str, Any]]:
+    """Parameters of the latest successful attempts of a strategy for this kind of issue."""
+    t = Recovery.__table__
+    stmt = (
+        select(t.c.parameters)
+        .where(
+            t.c.component == component,
+            t.c.issue_kind == issue_kind,
+            t.c.strategy == strategy,
+            t.c.status == "succeeded",
+        )
+        .order_by(t.c.finished_at.desc())
+        .limit(limit)
+    )
+    return [r[0] for r in conn.execute(stmt)]
+
+
+def active_recoveries(conn: Connection, issue_id: int | None = None) -> list[dict[str, Any]]:
+    t = Recovery.__table__
+    stmt = select(t).where(t.c.status.in_(ACTIVE))
+    if issue_id is not None:
+        stmt = stmt.where(t.c.issue_id == issue_id)
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def recoveries_frame(
+    engine: Engine | Connection, issue_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
+    t = Recovery.__table__
+    cols = [c.name for c in t.columns]
+    stmt = select(t).order_by(t.c.id)
+    if issue_ids is not None:
+        stmt = stmt.where(t.c.issue_id.in_(list(issue_ids)))
+    df = _frame(engine, stmt, {}, cols)
+    for c in ("created_at", "started_at", "finished_at"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df
+
+
+def actions_frame(engine: Engine | Connection, component: str | None = None) -> pd.DataFrame:
+    t = RecoveryAction.__table__
+    cols = [c.name for c in t.columns]
+    stmt = select(t).order_by(t.c.id)
+    if component is not None:
+        stmt = stmt.where(t.c.component == component)
+    df = _frame(engine, stmt, {}, cols)
+    for c in ("started_at", "finished_at"):
+        df[c] = pd.to_datetime(df[c], utc=True)
+    return df

@@ -1,0 +1,1 @@
+"""Turning anomalies into issues (grouping, inhibition, resolution)."""

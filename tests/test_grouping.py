@@ -1,0 +1,174 @@
+"""Anomalies become issues the Alertmanager way (pure logic and its storage round trip)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from flows.detect import persist_detection
+from storage.issues import AnomalyRecord, issues_frame, load_active_issues
+from tasks.issues.grouping import GroupingPolicy, group, inhibitions, should_notify
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+POLICY = GroupingPolicy(
+    group_wait=10, resolve_after=300, flap_window=900, repeat_interval=3600, correlation_window=60
+)
+
+
+def anomaly(
+    ts: datetime,
+    component: str = "api",
+    kind: str = "metric",
+    signature: str = "latency:mean",
+    severity: str = "medium",
+    detector: str = "default",
+) -> AnomalyRecord:
+    return AnomalyRecord(
+        detector=detector,
+        component=component,
+        kind=kind,
+        signature=signature,
+        ts_ms=int(ts.timestamp() * 1000),
+        score=0.9,
+        severity=severity,
+    )
+
+
+def test_fifty_anomalies_of_one_component_and_kind_make_one_issue(engine: Engine) -> None:
+    batch = [
+        anomaly(
+            T0 + timedelta(seconds=i),
+            severity="high" if i == 30 else "medium",
+            detector="default" if i % 2 else "zscore",
+        )
+        for i in range(50)
+    ]
+    summary = persist_detection(engine, batch, {}, T0 + timedelta(seconds=60), POLICY, {})
+    assert len(summary.new_issues) == 1
+    df = issues_frame(engine)
+    assert len(df) == 1
+    issue = df.iloc[0]
+    assert issue["anomaly_count"] == 50
+    assert issue["severity"] == "high"
+    assert issue["status"] == "open"
+    # Later anomalies join the open issue rather than opening another.
+    more = [anomaly(T0 + timedelta(seconds=100 + i)) for i in range(5)]
+    summary = persist_detection(engine, more, {}, T0 + timedelta(seconds=120), POLICY, {})
+    assert summary.new_issues == []
+    df = issues_frame(engine)
+    assert len(df) == 1 and df.iloc[0]["anomaly_count"] == 55
+
+
+def test_group_wait_delays_action() -> None:
+    out = group([anomaly(T0)], [], T0, POLICY)
+    issue = next(iter(out.issues.values()))
+    assert issue.actionable_at == T0 + timedelta(seconds=10)
+    assert not should_notify(issue, T0 + timedelta(seconds=5), POLICY)
+    assert should_notify(issue, T0 + timedelta(seconds=10), POLICY)
+    issue.last_notified_at = T0 + timedelta(seconds=10)
+    assert not should_notify(issue, T0 + timedelta(minutes=30), POLICY)  # throttled
+    assert should_notify(issue, T0 + timedelta(minutes=61), POLICY)
+
+
+def test_flapping_series_does_not_open_and_resolve_repeatedly(engine: Engine) -> None:
+    """Anomalous every other minute for an hour: one issue, open throughout."""
+    now = T0
+    for minute in range(60):
+        now = T0 + timedelta(minutes=minute)
+        batch = [anomaly(now)] if minute % 2 == 0 else []
+        persist_detection(engine, batch, {}, now, POLICY, {})
+    df = issues_frame(engine)
+    assert len(df) == 1
+    assert df.iloc[0]["status"] == "open"
+    assert df.iloc[0]["reopen_count"] == 0
+
+
+def test_slow_flapping_reopens_the_same_issue(engine: Engine) -> None:
+    """Quiet long enough to resolve, then back within the flap window: reopened, not new."""
+    persist_detection(engine, [anomaly(T0)], {}, T0, POLICY, {})
+    persist_detection(engine, [], {}, T0 + timedelta(seconds=400), POLICY, {})
+    assert issues_frame(engine).iloc[0]["status"] == "resolved"
+    back = T0 + timedelta(seconds=700)
+    persist_detection(engine, [anomaly(back)], {}, back, POLICY, {})
+    df = issues_frame(engine)
+    assert len(df) == 1
+    assert (df.iloc[0]["status"], df.iloc[0]["reopen_count"]) == ("open", 1)
+    # Beyond the flap window a new incident is a new issue.
+    later = T0 + timedelta(hours=3)
+    persist_detection(engine, [], {}, later, POLICY, {})
+    persist_detection(
+        engine,
+        [anomaly(later + timedelta(seconds=1))],
+        {},
+        later + timedelta(seconds=1),
+        POLICY,
+        {},
+    )
+    assert len(issues_frame(engine)) == 2
+
+
+def test_down_component_inhibits_its_symptoms(engine: Engine) -> None:
+    deps = {"proof_engine": ["theorem_repository"], "theorem_repository": []}
+    batch = [
+        anomaly(T0, "theorem_repository", "down", "down", "critical", "down"),
+        anomaly(T0, "theorem_repository", "metric", "latency:mean"),
+        anomaly(T0, "proof_engine", "metric", "errors_total:rate"),
+        anomaly(T0, "genetic_optimizer", "metric", "latency:mean"),
+    ]
+    persist_detection(engine, batch, {}, T0 + timedelta(seconds=1), POLICY, deps)
+    rows = {(r["component"], r["kind"]): r for _, r in issues_frame(engine).iterrows()}
+    down_id = rows[("theorem_repository", "down")]["id"]
+    assert rows[("theorem_repository", "down")]["severity"] == "critical"
+    assert rows[("theorem_repository", "metric")]["inhibited_by"] == down_id
+    assert rows[("proof_engine", "metric")]["inhibited_by"] == down_id  # depends on it
+    assert pd.isna(rows[("genetic_optimizer", "metric")]["inhibited_by"])  # unrelated
+    # Once the component is back (down issue resolved), the symptoms are no longer inhibited.
+    back = T0 + timedelta(seconds=400)
+    persist_detection(
+        engine,
+        [anomaly(back, "proof_engine", "metric", "errors_total:rate")],
+        {},
+        back,
+        POLICY,
+        deps,
+    )
+    rows = {(r["component"], r["kind"]): r for _, r in issues_frame(engine).iterrows()}
+    assert rows[("theorem_repository", "down")]["status"] == "resolved"
+    assert pd.isna(rows[("proof_engine", "metric")]["inhibited_by"])
+
+
+def test_inhibition_is_pure() -> None:
+    out = group([anomaly(T0, "db", "down", "down", "critical"), anomaly(T0, "db")], [], T0, POLICY)
+    issues = list(out.issues.values())
+    for i, issue in enumerate(issues):
+        issue.id = i + 1
+    inh = inhibitions(issues, {})
+    down = next(i for i in issues if i.kind == "down")
+    symptom = next(i for i in issues if i.kind != "down")
+    assert inh == {symptom.id: down.id}
+
+
+def test_log_errors_of_several_components_correlate_into_one_issue() -> None:
+    deps = {"proof_engine": ["theorem_repository"]}
+    batch = [
+        anomaly(T0, "theorem_repository", "log", "storage_error", "high"),
+        anomaly(T0 + timedelta(seconds=5), "proof_engine", "log", "connection_refused", "high"),
+        anomaly(T0 + timedelta(minutes=30), "genetic_optimizer", "log", "timeout"),
+    ]
+    out = group(batch, [], T0 + timedelta(minutes=31), POLICY, deps)
+    kinds = sorted((i.kind, i.component) for i in out.issues.values())
+    assert kinds == [("log", "genetic_optimizer"), ("log_correlation", "theorem_repository")]
+    corr = next(i for i in out.issues.values() if i.kind == "log_correlation")
+    assert corr.anomaly_count == 2
+    assert corr.signature == "proof_engine+theorem_repository"
+
+
+def test_issues_survive_a_reload(engine: Engine) -> None:
+    persist_detection(engine, [anomaly(T0)], {"metrics:api": 123}, T0, POLICY, {})
+    with engine.connect() as conn:
+        active = load_active_issues(conn, T0 - timedelta(hours=1))
+    assert len(active) == 1
+    assert active[0].first_seen == T0
+    assert active[0].first_seen.tzinfo is not None
