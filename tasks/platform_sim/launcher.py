@@ -1,18 +1,21 @@
-"""Start and stop the simulated platform's processes (for the demo and the tests)."""
+"""Start and stop the simulated platform's processes (for the demo and the tests).
+
+Each service is started the way its restart command starts it (``tasks.platform_sim.ctl``),
+so the pid file is the one truth about which process is the service, whoever restarted it.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
+import json
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from tasks.platform_sim import ctl
 
 # name -> the component it depends on
 PLATFORM = {
@@ -34,31 +37,39 @@ class ServiceHandle:
     port: int
     log_path: Path
     config_path: Path
+    state_dir: Path
     argv: list[str]
-    process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            self.argv,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    @property
+    def restart_argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "tasks.platform_sim.ctl",
+            "restart",
+            self.name,
+            "--state-dir",
+            str(self.state_dir),
+        ]
 
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout)
+    @property
+    def pid(self) -> int | None:
+        return ctl._pid(self.state_dir, self.name)
+
+    def start(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / f"{self.name}.argv.json").write_text(json.dumps(self.argv))
+        ctl.start(self.state_dir, self.name)
+
+    def stop(self) -> None:
+        ctl.stop(self.state_dir, self.name)
+
+    def alive(self) -> bool:
+        return ctl.alive(self.pid)
 
 
 @dataclass
@@ -72,7 +83,14 @@ class Platform:
 
 
 def service_argv(
-    name: str, port: int, log: Path, config: Path, depends_on: str | None, rate: float, seed: int
+    name: str,
+    port: int,
+    log: Path,
+    config: Path,
+    depends_on: str | None,
+    rate: float,
+    seed: int,
+    extra: list[str] | None = None,
 ) -> list[str]:
     argv = [
         sys.executable,
@@ -93,7 +111,19 @@ def service_argv(
     ]
     if depends_on:
         argv += ["--depends-on", depends_on]
-    return argv
+    return argv + list(extra or [])
+
+
+def wait_healthy(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return False
 
 
 def start_platform(
@@ -112,20 +142,17 @@ def start_platform(
         port = free_port()
         log, cfg = workdir / f"{name}.log", workdir / f"{name}.json"
         handle = ServiceHandle(
-            name, port, log, cfg, service_argv(name, port, log, cfg, dep_url, rate, seed + i)
+            name,
+            port,
+            log,
+            cfg,
+            workdir / "state",
+            service_argv(name, port, log, cfg, dep_url, rate, seed + i),
         )
         handle.start()
         platform.services[name] = handle
-    deadline = time.monotonic() + wait_s
     for svc in platform.services.values():
-        while True:
-            try:
-                if httpx.get(svc.url + "/health", timeout=1.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                platform.stop()
-                raise RuntimeError(f"{svc.name} did not become healthy on port {svc.port}")
-            time.sleep(0.1)
+        if not wait_healthy(svc.url, wait_s):
+            platform.stop()
+            raise RuntimeError(f"{svc.name} did not become healthy on port {svc.port}")
     return platform

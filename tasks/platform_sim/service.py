@@ -272,6 +272,16 @@ def main(argv: list[str] | None = None) -> int:
     config_path = Path(args.config)
     if not config_path.exists():
         config_path.write_text(json.dumps(DEFAULT_CONFIG))
+    try:
+        startup = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        startup = {}
+    if isinstance(startup, dict) and startup.get("crash_on_start"):
+        # A configuration this build cannot run with: the process dies at start, as a
+        # service with a bad configuration does (a crash loop until someone fixes it).
+        logging.getLogger(args.name).critical("fatal: unsupported configuration, exiting")
+        logging.shutdown()
+        return 3
     comp = Component(args.name, config_path, args.depends_on, args.seed)
     signal.signal(signal.SIGTERM, lambda *_: (logging.shutdown(), sys.exit(0)))
     try:

@@ -1,0 +1,1 @@
+"""Recovery: strategies, their ladder, and the safe execution of actions."""
