@@ -31,7 +31,9 @@ class Severity(IntEnum):
             raise ValueError(f"unknown severity {value!r} (expected one of {names})") from None
 
 
-def severity_from_z(z: float, medium: float = 4.0, high: float = 6.0, critical: float = 10.0) -> Severity:
+def severity_from_z(
+    z: float, medium: float = 4.0, high: float = 6.0, critical: float = 10.0
+) -> Severity:
     """Map a robust z-score (|x - median| / (1.4826 MAD)) to a severity.
 
     The cut points sit well above the usual 3-sigma alarm level because a detector
