@@ -4,10 +4,20 @@
         --log /tmp/proof_engine.log --config /tmp/proof_engine.json \
         [--depends-on http://127.0.0.1:9102] [--rate 20] [--seed 1]
 
-It serves ``/metrics`` (Prometheus text), ``/health``, ``/lookup`` (the repository's API,
-used by dependants), ``/dependency`` (isolate or restore the dependency: the circuit
-breaker's hook) and ``/fault`` (fault injection for the demo). Its config file (pool size,
-timeout, cache size) is re-read when it changes, which is how reconfiguration acts on it.
+It does a little real work per request (factorising, looking theorems up, evolving a tiny
+population) and adds the time a queueing model says the request waited, so its latency,
+errors and memory respond to its configuration the way a real service's do:
+
+- service time ``S`` = 30 ms plus 15 ms × the cache miss ratio (working set 1,024 keys);
+- with arrival rate ``λ`` = rate × ``load_factor`` and ``pool_size`` workers, utilisation
+  is ``ρ = λ·S / pool_size`` and the queueing wait ``S·ρ/(1-ρ)`` (saturated above 1);
+- a request slower than ``timeout_ms`` fails; memory grows with ``cache_size``.
+
+Endpoints: ``/metrics`` (Prometheus text), ``/health`` (503 during an outage),
+``/lookup`` (the repository's API, used by the proof engine), ``/dependency`` (isolate or
+restore the dependency: the circuit breaker's hook) and ``/fault`` (fault injection).
+The config file is re-read every second; an outage is written into it (``outage_until``)
+so it outlives restarts, as an external storage outage would.
 """
 
 from __future__ import annotations
@@ -21,11 +31,10 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.error import URLError
+from urllib.error import HTTPError, URLError
 from urllib.parse import parse_qs, urlsplit
 from urllib.request import urlopen
 
@@ -33,26 +42,46 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from tasks.platform_sim.work import evolve, lookup, prove
 
-DEFAULT_CONFIG = {"pool_size": 8, "timeout_ms": 500, "cache_size": 256}
+DEFAULT_CONFIG: dict[str, float] = {
+    "pool_size": 8,
+    "timeout_ms": 500,
+    "cache_size": 256,
+    "load_factor": 1.0,
+}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BASE_SERVICE_S = 0.030
+MISS_PENALTY_S = 0.015
+WORKING_SET = 1024
+BASE_MEMORY = 40_000_000
+BYTES_PER_CACHE_ENTRY = 20_000
+
+
+def queue_wait(arrival_rate: float, service_s: float, pool: int) -> float:
+    """Mean wait of an M/M/1-like queue per worker (enough to make pool size matter)."""
+    rho = arrival_rate * service_s / max(pool, 1)
+    if rho >= 0.98:
+        return service_s * 49.0  # saturated: requests pile up
+    return service_s * rho / (1.0 - rho)
 
 
 class Component:
     """State and metrics of one simulated component."""
 
-    def __init__(self, name: str, config_path: Path, depends_on: str | None, seed: int) -> None:
+    def __init__(
+        self, name: str, config_path: Path, depends_on: str | None, seed: int, rate: float
+    ) -> None:
         self.name = name
         self.config_path = config_path
         self.depends_on = depends_on
+        self.rate = rate
         self.dependency_enabled = True
         self.rng = random.Random(seed)
-        self.config = dict(DEFAULT_CONFIG)
+        self.config: dict[str, float] = dict(DEFAULT_CONFIG)
+        self.outage_until = 0.0
         self.config_mtime = 0.0
         self.store: dict[int, str] = {}
         self.faults: dict[str, Any] = {}
-        self.leak: list[bytes] = []
-        self.recent_errors: deque[float] = deque(maxlen=200)
-        self.lock = threading.Lock()
+        self.leaked = 0
         self.log = logging.getLogger(name)
         reg = CollectorRegistry()
         self.registry = reg
@@ -79,20 +108,29 @@ class Component:
         self.config_mtime = mtime
         try:
             data = json.loads(self.config_path.read_text())
-            new = {k: int(data.get(k, v)) for k, v in DEFAULT_CONFIG.items()}
-        except (ValueError, TypeError, OSError) as exc:
+            new = {k: float(data.get(k, v)) for k, v in DEFAULT_CONFIG.items()}
+            outage = float(data.get("outage_until", 0) or 0)
+        except (ValueError, TypeError, OSError, AttributeError) as exc:
             self.log.error("invalid config file %s: %s; keeping previous", self.config_path, exc)
             return
-        self.config = new
+        self.config, self.outage_until = new, outage
         self.pool.set(new["pool_size"])
         self.log.info(
-            "config loaded: pool_size=%(pool_size)s timeout_ms=%(timeout_ms)s "
-            "cache_size=%(cache_size)s",
-            new,
+            "config loaded: pool_size=%d timeout_ms=%d cache_size=%d",
+            new["pool_size"],
+            new["timeout_ms"],
+            new["cache_size"],
         )
 
+    def in_outage(self) -> bool:
+        return time.time() < self.outage_until
+
     # -- one request ----------------------------------------------------------------
-    def handle_request(self, backlog: int) -> None:
+    def service_time(self) -> float:
+        hit = min(1.0, self.config["cache_size"] / WORKING_SET)
+        return BASE_SERVICE_S + MISS_PENALTY_S * (1.0 - hit)
+
+    def handle_request(self) -> None:
         start = time.perf_counter()
         ok = True
         try:
@@ -100,22 +138,26 @@ class Component:
         except Exception as exc:  # noqa: BLE001 - any failure is an error of the request
             ok = False
             self.log.error("request failed: %s", exc)
-        # Queueing delay: the backlog beyond the pool waits for a free worker.
-        pool = max(self.config["pool_size"], 1)
-        wait_s = max(backlog - pool, 0) / pool * 0.05
+        s = self.service_time()
+        load = self.rate * self.config["load_factor"]
+        wait = queue_wait(load, s, int(self.config["pool_size"]))
+        noise = self.rng.lognormvariate(0.0, 0.15)
         extra = float(self.faults.get("latency_s", 0.0))
-        elapsed = time.perf_counter() - start + wait_s + extra
-        if elapsed * 1000 > self.config["timeout_ms"]:
+        elapsed = (time.perf_counter() - start) + (s + wait) * noise + extra
+        if ok and elapsed * 1000 > self.config["timeout_ms"]:
             ok = False
             self.log.warning(
                 "request timeout after %.0f ms (limit %d ms)",
                 elapsed * 1000,
                 self.config["timeout_ms"],
             )
-        self.requests.inc()
-        self.latency.observe(elapsed)
+        n = max(1, round(self.config["load_factor"]))
+        self.requests.inc(n)
+        for _ in range(min(n, 4)):
+            self.latency.observe(elapsed)
         if not ok:
-            self.errors.inc()
+            self.errors.inc(n)
+        self.queue.set(load * wait)
 
     def do_work(self) -> None:
         if self.name.startswith("proof"):
@@ -124,9 +166,9 @@ class Component:
             if self.depends_on and self.dependency_enabled:
                 self.call_dependency(n % 997)
         elif self.name.startswith("theorem"):
-            if self.faults.get("failing"):
+            if self.in_outage():
                 raise RuntimeError("storage backend unavailable")
-            lookup(self.store, self.rng.randint(0, 4096), self.config["cache_size"])
+            lookup(self.store, self.rng.randint(0, 4096), int(self.config["cache_size"]))
         else:
             evolve(self.rng)
 
@@ -135,6 +177,8 @@ class Component:
         try:
             with urlopen(url, timeout=1.0) as resp:
                 resp.read()
+        except HTTPError as exc:
+            raise RuntimeError(f"dependency {self.depends_on} answered HTTP {exc.code}") from None
         except URLError as exc:
             raise RuntimeError(
                 f"dependency {self.depends_on}: connection refused ({exc.reason})"
@@ -143,10 +187,40 @@ class Component:
             raise RuntimeError(f"dependency {self.depends_on}: {exc}") from None
 
     def memory_bytes(self) -> int:
-        return 40_000_000 + len(self.store) * 2_000 + sum(len(b) for b in self.leak)
+        return int(
+            BASE_MEMORY
+            + self.config["cache_size"] * BYTES_PER_CACHE_ENTRY
+            + self.leaked
+            + self.rng.gauss(0, 200_000)
+        )
 
 
-def serve(comp: Component, port: int, rate: float) -> None:
+def apply_fault(comp: Component, body: dict[str, Any]) -> None:
+    kind = body.get("type")
+    comp.log.info("fault injected: %s", kind)
+    if kind == "crash":
+        comp.log.critical("fatal error: segmentation fault (core dumped)")
+        logging.shutdown()
+        os._exit(139)
+    elif kind == "leak":
+        comp.faults["leak_mb_per_s"] = float(body.get("mb_per_s", 20))
+    elif kind == "latency":
+        comp.faults["latency_s"] = float(body.get("seconds", 1.5))
+    elif kind == "error_burst":
+        comp.faults["error_burst"] = int(body.get("lines", 200))
+    elif kind == "outage":
+        until = time.time() + float(body.get("seconds", 60))
+        data = json.loads(comp.config_path.read_text())
+        data["outage_until"] = until
+        comp.config_path.write_text(json.dumps(data))
+    elif kind == "unhealthy":
+        comp.faults["unhealthy"] = True
+    elif kind == "clear":
+        comp.faults.clear()
+        comp.leaked = 0
+
+
+def serve(comp: Component, port: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:  # keep stderr quiet
             return
@@ -166,14 +240,19 @@ def serve(comp: Component, port: int, rate: float) -> None:
                     200, generate_latest(comp.registry), "text/plain; version=0.0.4; charset=utf-8"
                 )
             elif url.path == "/health":
-                healthy = not comp.faults.get("unhealthy")
+                healthy = not comp.faults.get("unhealthy") and not comp.in_outage()
                 self._send(200 if healthy else 503, b"ok" if healthy else b"unhealthy")
             elif url.path == "/lookup":
-                if comp.faults.get("failing"):
+                if comp.in_outage():
                     self._send(500, b"storage backend unavailable")
                     return
-                key = int(parse_qs(url.query).get("key", ["0"])[0] or 0)
-                self._send(200, lookup(comp.store, key, comp.config["cache_size"]).encode())
+                try:
+                    key = int(parse_qs(url.query).get("key", ["0"])[0] or 0)
+                except ValueError:
+                    self._send(400, b"key must be an integer")
+                    return
+                value = lookup(comp.store, key, int(comp.config["cache_size"]))
+                self._send(200, value.encode())
             else:
                 self._send(404, b"not found")
 
@@ -203,35 +282,11 @@ def serve(comp: Component, port: int, rate: float) -> None:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     comp.log.info("%s listening on 127.0.0.1:%d", comp.name, port)
-    load_loop(comp, rate)
 
 
-def apply_fault(comp: Component, body: dict[str, Any]) -> None:
-    kind = body.get("type")
-    comp.log.info("fault injected: %s", kind)
-    if kind == "crash":
-        comp.log.critical("fatal error: segmentation fault (core dumped)")
-        logging.shutdown()
-        os._exit(139)
-    elif kind == "leak":
-        comp.faults["leak_mb_per_s"] = float(body.get("mb_per_s", 20))
-    elif kind == "latency":
-        comp.faults["latency_s"] = float(body.get("seconds", 1.5))
-    elif kind == "error_burst":
-        comp.faults["error_burst"] = int(body.get("lines", 200))
-    elif kind == "failing":
-        comp.faults["failing"] = True
-    elif kind == "unhealthy":
-        comp.faults["unhealthy"] = True
-    elif kind == "clear":
-        comp.faults.clear()
-        comp.leak.clear()
-
-
-def load_loop(comp: Component, rate: float) -> None:
-    """Generate requests at ``rate`` per second until stopped."""
-    interval = 1.0 / rate
-    backlog = 0
+def load_loop(comp: Component) -> None:
+    """Handle ``rate`` requests per second until stopped."""
+    interval = 1.0 / comp.rate
     next_config_check = 0.0
     while True:
         t0 = time.perf_counter()
@@ -241,19 +296,17 @@ def load_loop(comp: Component, rate: float) -> None:
             next_config_check = now + 1.0
         leak = comp.faults.get("leak_mb_per_s")
         if leak:
-            comp.leak.append(b"x" * int(leak * 1_000_000 * interval))
+            comp.leaked += int(leak * 1_000_000 * interval)
         burst = comp.faults.pop("error_burst", 0)
         for i in range(burst):
-            comp.log.error("OutOfMemoryError: unable to allocate buffer %d for proof cache", i)
-        comp.handle_request(backlog)
+            comp.log.error("java.lang.OutOfMemoryError: Java heap space (proof cache block %d)", i)
+        comp.handle_request()
         spent = time.perf_counter() - t0
-        backlog = max(0, backlog + (1 if spent > interval else -1))
-        comp.queue.set(backlog)
         time.sleep(max(interval - spent, 0.0))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--name", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--log", required=True)
@@ -282,13 +335,14 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(args.name).critical("fatal: unsupported configuration, exiting")
         logging.shutdown()
         return 3
-    comp = Component(args.name, config_path, args.depends_on, args.seed)
+    comp = Component(args.name, config_path, args.depends_on, args.seed, args.rate)
     signal.signal(signal.SIGTERM, lambda *_: (logging.shutdown(), sys.exit(0)))
     try:
-        serve(comp, args.port, args.rate)
+        serve(comp, args.port)
     except OSError as exc:
         print(f"{args.name}: cannot listen on port {args.port}: {exc}", file=sys.stderr)
         return 1
+    load_loop(comp)
     return 0
 
 
