@@ -158,6 +158,339 @@ def ingest_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     )
 
 
+@app.command("backtest")
+def backtest_cmd(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="A NAB-style data folder: <category>/<file>.csv with timestamp,value columns."
+        ),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Windows file in NAB's combined_windows.json format.")
+    ] = None,
+    csv: Annotated[
+        Path | None,
+        typer.Option(help="One timestamp,value CSV to replay (no labels: prints the alarms)."),
+    ] = None,
+    detector: Annotated[str, typer.Option(help="Registered detector name.")] = "default",
+    param: Annotated[
+        list[str] | None, typer.Option(help="Detector parameter name=value (repeatable).")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help="Fixed alarm threshold; default: "
+            "chosen on one half of the files, held "
+            "fixed on the other."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write NAB-format result files here.")] = None,
+    jobs: Annotated[int, typer.Option(help="Processes to replay with.")] = 1,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay labelled series through a detector in streaming order and score it the NAB way
+    (standard, reward-low-FP and reward-low-FN profiles)."""
+    from flows.backtest import backtest_nab, backtest_series, parse_params
+    from flows.config_load import load_config
+
+    with cli_errors():
+        custom = load_config(config).custom_detectors if config else []
+    try:
+        params = parse_params(param or [])
+        if csv is not None:
+            import pandas as pd
+
+            df = pd.read_csv(csv)
+            if not {"timestamp", "value"} <= set(df.columns):
+                fail(f"{csv} needs timestamp and value columns", 2)
+            series = pd.Series(
+                pd.to_numeric(df["value"], errors="coerce").to_numpy(),
+                index=pd.DatetimeIndex(pd.to_datetime(df["timestamp"])),
+            )
+            frame = backtest_series(series, detector, params, custom)
+            alarms = frame[frame["alarm"]]
+            if out is not None:
+                frame.to_csv(out, index=False)
+            if as_json:
+                typer.echo(
+                    json.dumps(
+                        {
+                            "rows": len(frame),
+                            "alarms": len(alarms),
+                            "alarm_times": [str(t) for t in alarms["timestamp"]],
+                        }
+                    )
+                )
+            else:
+                typer.echo(f"{len(frame)} rows, {len(alarms)} alarms")
+                for _, row in alarms.iterrows():
+                    typer.echo(
+                        f"  {row['timestamp']}  value={row['value']:.6g}  "
+                        f"score={row['anomaly_score']:.3f}"
+                    )
+            return
+        if data is None:
+            fail("give --data (a NAB-style folder) or --csv", 2)
+        report = backtest_nab(data, labels, detector, params, custom, threshold, out, jobs)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        fail(str(exc).strip("'\""), 2)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    typer.echo(f"{report['detector']} on {report['files']} files ({report['windows']} windows)")
+    typer.echo(f"threshold: {report['threshold']}")
+    for key in ("standard", "reward_low_fp", "reward_low_fn"):
+        typer.echo(
+            f"  {key:<14} {report[key]:7.2f}   (at 0.5: {report['at_threshold_0.5'][key]:.2f})"
+        )
+    if out is not None:
+        typer.echo(f"result files: {report['result_files']}")
+
+
+@app.command("cycle")
+def cycle_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Run one detection cycle now (ingest, detect, decide, start recoveries)."""
+    from flows.config_load import load_config
+
+    with cli_errors():
+        load_config(config)
+    from flows.cycle import cycle
+
+    with cli_errors():
+        result = cycle(str(config.resolve()) if config else None)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    if not result.get("enabled"):
+        typer.echo("self-healing is disabled (enabled: false): nothing done")
+        return
+    typer.echo(
+        f"mode {result['mode']}: stored {result['ingested']} samples/lines, "
+        f"{len(result['new_issues'])} new issues, {result['resolved']} resolved, "
+        f"{len(result['started'])} recoveries started, {len(result['asked'])} "
+        f"waiting for approval, {len(result['recorded_only'])} recorded only"
+    )
+    for issue in result["new_issues"]:
+        typer.echo(f"  issue #{issue['id']} {issue['severity']:<8} {issue['title']}")
+
+
+@app.command("status")
+def status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Active, mode, open issues, recoveries in flight, pending approvals, auto-healing
+    rate and mean time to recover (computed from the tables)."""
+    from flows.api import get_status
+
+    with cli_errors():
+        status = get_status(str(config) if config else None)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    rate = status["auto_healing_rate"]
+    mttr = status["mean_time_to_recover_s"]
+    typer.echo(f"active:              {status['active']}")
+    typer.echo(f"mode:                {status['mode']}")
+    typer.echo(
+        f"open issues:         {status['open_issues']} {status['open_issues_by_severity'] or ''}"
+    )
+    typer.echo(f"active recoveries:   {status['active_recoveries']}")
+    typer.echo(f"pending approvals:   {status['pending_approvals']}")
+    typer.echo(
+        f"auto-healing rate:   {'n/a' if rate is None else f'{rate:.1f} %'} "
+        f"({status['healed_automatically']} of {status['issues_acted_on']} issues)"
+    )
+    typer.echo(f"mean time to recover: {'n/a' if mttr is None else f'{mttr:.1f} s'}")
+
+
+@app.command("approvals")
+def approvals_cmd(
+    all_: Annotated[bool, typer.Option("--all", help="Include answered ones.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List pending approvals with their Prefect UI links."""
+    from flows.api import list_approvals
+
+    with cli_errors():
+        rows = list_approvals(pending_only=not all_, config_path=str(config) if config else None)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        typer.echo("no pending approvals" if not all_ else "no approvals")
+        return
+    for r in rows:
+        typer.echo(
+            f"{r['id']}  {r['decision']:<8} {r['severity']:<8} {r['component']}: "
+            f"{r['proposed_action']}"
+        )
+        typer.echo(
+            f"    requested {r['requested_at']}, expires {r['expires_at']}"
+            + (f"\n    {r['ui_url']}" if r.get("ui_url") else "")
+        )
+
+
+def _answer_cmd(
+    approve: bool, approval_id: str, reason: str, by: str | None, config: Path | None
+) -> None:
+    from flows.api import approve_recovery, reject_recovery
+    from storage.approvals import ApprovalAlreadyDecided, ApprovalNotFound
+
+    try:
+        with cli_errors():
+            fn = approve_recovery if approve else reject_recovery
+            result = fn(approval_id, reason, by, str(config) if config else None)
+    except ApprovalNotFound as exc:
+        fail(str(exc), 2)
+    except ApprovalAlreadyDecided as exc:
+        fail(str(exc), 1)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    typer.echo(f"{approval_id} {result['decision']} by {result['by']}: {result['run']}")
+
+
+@app.command("approve")
+def approve_cmd(
+    approval_id: Annotated[str, typer.Argument(help="e.g. approval_1a2b3c4d")],
+    reason: Annotated[str, typer.Option(help="Why (recorded).")] = "",
+    by: Annotated[str | None, typer.Option(help="Who approves (default: login name).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Approve a pending recovery: the waiting run resumes and acts."""
+    _answer_cmd(True, approval_id, reason, by, config)
+
+
+@app.command("reject")
+def reject_cmd(
+    approval_id: Annotated[str, typer.Argument(help="e.g. approval_1a2b3c4d")],
+    reason: Annotated[str, typer.Option(help="Why (required, recorded).")],
+    by: Annotated[str | None, typer.Option(help="Who rejects (default: login name).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Reject a pending recovery: nothing runs, the reason is stored."""
+    _answer_cmd(False, approval_id, reason, by, config)
+
+
+@app.command("feedback")
+def feedback_cmd(
+    issue_id: Annotated[int, typer.Argument(help="The issue's id.")],
+    true_positive: Annotated[
+        bool | None, typer.Option("--true-positive/--false-positive", help="Was it a real problem?")
+    ] = None,
+    note: Annotated[str, typer.Option(help="Free text.")] = "",
+    by: Annotated[str | None, typer.Option(help="Who (default: login name).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Label an issue as a true or a false positive (what nightly tuning learns from)."""
+    from flows.api import feedback
+
+    if true_positive is None:
+        fail("give --true-positive or --false-positive", 2)
+    try:
+        with cli_errors():
+            fid = feedback(issue_id, bool(true_positive), by, note, str(config) if config else None)
+    except LookupError as exc:
+        fail(str(exc).strip("'\""), 2)
+    typer.echo(f"feedback #{fid} recorded for issue #{issue_id}")
+
+
+@app.command("issues")
+def issues_cmd(
+    all_: Annotated[bool, typer.Option("--all", help="Include resolved ones.")] = False,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List open issues (or all of them)."""
+    from flows.runtime import open_runtime
+    from storage.issues import issues_frame
+
+    with cli_errors():
+        rt = open_runtime(config)
+    try:
+        df = issues_frame(rt.engine, None if all_ else ["open", "recovering", "silenced"])
+    finally:
+        rt.close()
+    if as_json:
+        typer.echo(df.to_json(orient="records", date_format="iso"))
+        return
+    if df.empty:
+        typer.echo("no issues")
+    for _, r in df.iterrows():
+        typer.echo(
+            f"#{r['id']:<5} {r['status']:<10} {r['severity']:<8} {r['title']} "
+            f"({r['anomaly_count']} anomalies, since {r['first_seen']:%H:%M:%S})"
+        )
+
+
+@app.command("serve")
+def serve_cmd(
+    config: ConfigOpt = None,
+    prefect_port: Annotated[
+        int, typer.Option(help="Port of the local Prefect server (when PREFECT_API_URL is unset).")
+    ] = 4200,
+    prefect_database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="Database of the local Prefect server (default SQLite under SELFHEAL_HOME; "
+            "or SELFHEAL_PREFECT_DATABASE_URL)."
+        ),
+    ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="Our own database (overrides the configuration's database_url)."),
+    ] = None,
+    no_cycle: Annotated[bool, typer.Option("--no-cycle", help="Serve recoveries only.")] = False,
+    dashboard: Annotated[
+        bool | None, typer.Option("--dashboard/--no-dashboard", help="Override dashboard_enabled.")
+    ] = None,
+) -> None:
+    """Run everything on one machine: a local Prefect server unless PREFECT_API_URL is
+    set, the scheduled cycle, recoveries, tuning and retention, and the dashboard."""
+    import os
+
+    from flows.config_load import load_config
+    from flows.serve import default_config_path, run_serve
+
+    if database_url:
+        os.environ["SELFHEAL_DATABASE_URL"] = database_url
+    path = default_config_path(config)
+    with cli_errors():
+        cfg = load_config(path)
+    from flows.prefect_server import PrefectServerError
+
+    try:
+        code = run_serve(
+            cfg,
+            path,
+            prefect_port=prefect_port,
+            prefect_database_url=prefect_database_url,
+            cycle=not no_cycle,
+            dashboard=dashboard,
+        )
+    except PrefectServerError as exc:
+        fail(str(exc), 1)
+    raise typer.Exit(code)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: dashboard_port).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve the live dashboard (metrics with anomaly markers, issues, recoveries,
+    approvals, healing history) until Ctrl-C."""
+    from flows.dashboard.server import run_dashboard
+
+    with cli_errors():
+        try:
+            code = run_dashboard(str(config) if config else None, port, host)
+        except OSError as exc:
+            fail(str(exc), 1)
+    raise typer.Exit(code)
+
+
 @app.command("demo")
 def demo_cmd(
     keep: Annotated[bool, typer.Option(help="Keep the demo's working folder.")] = False,

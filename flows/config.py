@@ -44,6 +44,17 @@ def _check_url(value: str | None) -> str | None:
 HttpUrl = Annotated[str, AfterValidator(_check_url)]
 
 
+def _check_webhook(value: str | None) -> str | None:
+    if value is not None and value.startswith("prefect-secret://"):
+        if not re.fullmatch(r"prefect-secret://[a-z0-9][a-z0-9-]*", value):
+            raise ValueError("a Prefect Secret block name has lowercase letters, digits, '-'")
+        return value
+    return _check_url(value)
+
+
+WebhookRef = Annotated[str, AfterValidator(_check_webhook)]
+
+
 def split_command(value: str | list[str]) -> list[str]:
     """A command is an argument list; a string is split like a shell would, never run by one."""
     if isinstance(value, str):
@@ -114,6 +125,9 @@ class HealthCheck(StrictModel):
     expect_status: int = Field(200, ge=100, le=599)
     # When no URL is given, the component's latest scraped ``up`` sample decides.
     use_up_metric: bool = True
+    # A gauge in [0, 1] the component reports about its own health (the fitness of
+    # reconfiguration and genetic search when present).
+    score_metric: str | None = None
 
 
 class Parameter(StrictModel):
@@ -167,6 +181,8 @@ class ComponentConfig(StrictModel):
     depends_on: list[str] = []
     parameters: dict[str, Parameter] = {}
     reconfigure: ReconfigureHook | None = None
+    # The half-open trial check when other components depend on this one (default: health).
+    probe: HealthCheck | None = None
 
 
 class PrometheusQuery(StrictModel):
@@ -264,9 +280,51 @@ class DetectionConfig(StrictModel):
     flap_window: float = Field(900.0, ge=0, le=7 * 86400)
     repeat_interval: float = Field(3600.0, gt=0, le=7 * 86400)
     correlation_window: float = Field(60.0, ge=0, le=3600)
+    # After a recovery acts on a component, its and its dependants' anomalies are expected
+    # side effects for this long: they open silenced issues.
+    action_grace: float = Field(60.0, ge=0, le=3600)
     log_signatures: list[LogSignatureSpec] = []
     log_burst_factor: float = Field(5.0, gt=1)
     log_burst_min_count: int = Field(10, ge=1)
+
+
+class BackoffConfig(StrictModel):
+    """Restart backoff (Kubernetes' crash-loop defaults)."""
+
+    base: float = Field(10.0, gt=0, le=3600)
+    factor: float = Field(2.0, ge=1, le=10)
+    cap: float = Field(300.0, gt=0, le=86400)
+    reset_after: float = Field(600.0, gt=0, le=86400)
+    max_restarts: int = Field(5, ge=1, le=1000)
+    window: float = Field(3600.0, gt=0, le=7 * 86400)
+
+
+class BreakerSettings(StrictModel):
+    """Circuit-breaker thresholds (resilience4j's names and defaults)."""
+
+    failure_rate_threshold: float = Field(50.0, gt=0, le=100)
+    window_type: Literal["count", "time"] = "count"
+    window_size: int = Field(20, ge=1, le=100_000)
+    minimum_calls: int = Field(10, ge=1, le=100_000)
+    wait_in_open: float = Field(60.0, ge=0, le=86400)
+    permitted_in_half_open: int = Field(3, ge=1, le=1000)
+
+
+class RecoveryConfig(StrictModel):
+    """How recoveries act, validate and learn."""
+
+    backoff: BackoffConfig = BackoffConfig()
+    breaker: BreakerSettings = BreakerSettings()
+    validation_timeout: float = Field(30.0, gt=0, le=3600)
+    validation_poll: float = Field(1.0, gt=0, le=60)
+    settle_time: float = Field(5.0, ge=0, le=3600)
+    measure_time: float = Field(5.0, ge=0, le=3600)
+    max_inline_backoff: float = Field(300.0, ge=0, le=3600)
+    genetic_trials: int = Field(4, ge=1, le=100)
+    min_learning_attempts: int = Field(3, ge=1, le=1000)
+    # After a successful recovery, the same issue is not acted on again for this long
+    # unless new anomalies arrive after it.
+    cooldown: float = Field(120.0, ge=0, le=86400)
 
 
 class SelfHealConfig(StrictModel):
@@ -280,7 +338,8 @@ class SelfHealConfig(StrictModel):
     quarantine_period: int = Field(600, ge=0, le=30 * 86400)
     dashboard_enabled: bool = True
     dashboard_port: int = Field(8080, ge=1, le=65535)
-    notification_webhook: HttpUrl | None = None
+    # An http(s) URL, or ``prefect-secret://BLOCK`` to read it from a Prefect Secret block.
+    notification_webhook: WebhookRef | None = None
     log_level: LogLevel = "INFO"
     metrics_history_days: float = Field(7, gt=0, le=3650)
     component_restart_commands: dict[str, Command] = {}
@@ -294,6 +353,7 @@ class SelfHealConfig(StrictModel):
     metric_files: list[MetricFile] = []
     ingest: IngestSettings = IngestSettings()
     detection: DetectionConfig = DetectionConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
     approval_timeout: int = Field(3600, gt=0, le=30 * 86400)
 
     @field_validator("log_level", mode="before")
@@ -307,6 +367,22 @@ class SelfHealConfig(StrictModel):
         for p in paths:
             if not _DOTTED_PATH.match(p):
                 raise ValueError(f"{p!r} is not a dotted path such as 'package.module.ClassName'")
+        return paths
+
+    @field_validator("custom_strategies")
+    @classmethod
+    def _strategies_import(cls, paths: list[str]) -> list[str]:
+        from tasks.plugins import PluginError, load_class
+        from tasks.recovery.base import RecoveryStrategy
+
+        problems = []
+        for i, path in enumerate(paths):
+            try:
+                load_class(path, RecoveryStrategy, f"[{i}]")
+            except PluginError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise ValueError("; ".join(problems))
         return paths
 
     @field_validator("custom_detectors")

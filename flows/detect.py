@@ -27,7 +27,8 @@ from storage.metrics import component_names
 from tasks.detection.logs_step import LogDetectionSettings, detect_logs
 from tasks.detection.metrics_step import MetricDetectionSettings, detect_metrics, read_component
 from tasks.detection.registry import default_registry
-from tasks.issues.grouping import GroupingPolicy, group, inhibitions
+from storage.recoveries import recent_actions
+from tasks.issues.grouping import GroupingPolicy, group, inhibitions, silences_from_actions
 
 _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -90,6 +91,7 @@ class GroupSummary:
     reopened: int
     resolved: int
     anomalies_stored: int
+    resolved_ids: list[int] = field(default_factory=list)
 
 
 def persist_detection(
@@ -105,7 +107,9 @@ def persist_detection(
     again."""
     with engine.begin() as conn:
         active = load_active_issues(conn, recent_cutoff(now, policy.flap_window))
-        outcome = group(anomalies, active, now, policy, depends_on)
+        acted = recent_actions(conn, recent_cutoff(now, policy.action_grace))
+        silences = silences_from_actions(acted, depends_on, policy.action_grace)
+        outcome = group(anomalies, active, now, policy, depends_on, silences)
         ids = save_issues(conn, outcome.issues.values())
         stored = save_anomalies(conn, outcome.anomalies, ids)
         current = load_active_issues(conn, now)
@@ -135,6 +139,7 @@ def persist_detection(
         reopened=len(outcome.reopened),
         resolved=len(outcome.resolved),
         anomalies_stored=stored,
+        resolved_ids=[outcome.issues[fp].id for fp in outcome.resolved if outcome.issues[fp].id],
     )
 
 
@@ -153,7 +158,12 @@ def group_task(
 def grouping_policy(config: SelfHealConfig) -> GroupingPolicy:
     d = config.detection
     return GroupingPolicy(
-        d.group_wait, d.resolve_after, d.flap_window, d.repeat_interval, d.correlation_window
+        d.group_wait,
+        d.resolve_after,
+        d.flap_window,
+        d.repeat_interval,
+        d.correlation_window,
+        d.action_grace,
     )
 
 

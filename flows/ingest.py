@@ -6,6 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
 from prefect.futures import PrefectFuture, wait
 from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
@@ -38,12 +39,23 @@ _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 def scrape_task(
     engine: Engine, component: str, url: str, timeout: float, max_future_ms: int
 ) -> IngestReport:
-    return scrape_endpoint(engine, component, url, timeout, max_future_ms)
-
-
-@task(name="record-endpoint-down", **_TASK_OPTS)
-def record_down_task(engine: Engine, component: str, reason: str) -> IngestReport:
-    return record_down(engine, component, reason)
+    """Scrape; a failure is retried by Prefect, and the last attempt records ``up`` = 0
+    instead of failing (a component that is down is news for detection, not an error of
+    the flow, and should not print a traceback every cycle)."""
+    try:
+        return scrape_endpoint(engine, component, url, timeout, max_future_ms)
+    except SourceUnavailable as exc:
+        ctx = TaskRunContext.get()
+        last = ctx is None or ctx.task_run.run_count > ctx.task.retries
+        if not last:
+            raise
+        get_run_logger().warning(
+            "component %s: endpoint down after %d attempts: %s",
+            component,
+            ctx.task_run.run_count if ctx else 1,
+            exc,
+        )
+        return record_down(engine, component, str(exc))
 
 
 @task(
@@ -131,13 +143,12 @@ def run_ingest(rt: Runtime) -> list[IngestReport]:
     wait([*scrapes.values(), *(f for _, f in others)])
     reports: list[IngestReport] = []
     for name, fut in scrapes.items():
-        state = fut.state
-        if state.is_completed():
+        if fut.state.is_completed():
             reports.append(fut.result())
             continue
-        reason = _failure_reason(fut)
-        logger.warning("component %s: endpoint down after retries: %s", name, reason)
-        reports.append(record_down_task(engine, name, reason))
+        reason = _failure_reason(fut)  # not a network failure: a bug worth its traceback
+        logger.error("component %s: scrape failed: %s", name, reason)
+        reports.append(record_down(engine, name, reason))
     for label, fut in others:
         if fut.state.is_completed():
             reports.append(fut.result())

@@ -272,3 +272,75 @@ class RecoveryAction(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ok: Mapped[bool] = mapped_column(Boolean, default=False)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+
+
+class Approval(Base):
+    """A request for a human decision on a recovery, answered in the UI, CLI or API."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (Index("ix_approvals_decision", "decision"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # approval_1a2b3c4d
+    recovery_id: Mapped[int | None] = mapped_column(
+        ForeignKey("recoveries.id", ondelete="SET NULL"), nullable=True
+    )
+    issue_id: Mapped[int | None] = mapped_column(
+        ForeignKey("issues.id", ondelete="SET NULL"), nullable=True
+    )
+    component: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    proposed_action: Mapped[str] = mapped_column(Text)
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    decision: Mapped[str] = mapped_column(String(16))  # pending/approved/rejected/expired
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    decided_by: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    ui_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class AuditEvent(Base):
+    """Every decision the system or a person made, as a row (the audit trail)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_issue", "issue_id"), Index("ix_audit_ts", "ts"))
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(100), default="selfheal")
+    issue_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    recovery_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    approval_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    component: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+
+
+class FaultInjection(Base):
+    """Ground truth of the demo: which fault was injected where and when."""
+
+    __tablename__ = "fault_injections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run: Mapped[str] = mapped_column(String(64))  # the demo run it belongs to
+    component: Mapped[str] = mapped_column(String(64))
+    fault: Mapped[str] = mapped_column(String(32))
+    expected_strategy: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    injected_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+
+
+class ConfigVersion(Base):
+    """A version of the tunable configuration; exactly one is active."""
+
+    __tablename__ = "config_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(16))  # manual / tuning / rollback
+    body: Mapped[dict[str, Any]] = mapped_column(JSONText)
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(Text, default="")

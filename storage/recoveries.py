@@ -177,3 +177,15 @@ def actions_frame(engine: Engine | Connection, component: str | None = None) -> 
     for c in ("started_at", "finished_at"):
         df[c] = pd.to_datetime(df[c], utc=True)
     return df
+
+
+def recent_actions(conn: Connection, since: datetime) -> list[tuple[str, datetime]]:
+    """(component, finished_at) of the actions that finished since ``since``."""
+    t = RecoveryAction.__table__
+    stmt = select(t.c.component, t.c.finished_at).where(t.c.finished_at >= since)
+    out = []
+    for comp, finished in conn.execute(stmt):
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        out.append((comp, finished))
+    return out

@@ -172,3 +172,30 @@ def test_issues_survive_a_reload(engine: Engine) -> None:
     assert len(active) == 1
     assert active[0].first_seen == T0
     assert active[0].first_seen.tzinfo is not None
+
+
+def test_side_effects_of_a_recovery_are_silenced_then_surface() -> None:
+    from tasks.issues.grouping import silences_from_actions
+
+    deps = {"proof_engine": ["theorem_repository"]}
+    silences = silences_from_actions([("theorem_repository", T0)], deps, 60)
+    assert set(silences) == {"theorem_repository", "proof_engine"}
+    during = group(
+        [anomaly(T0 + timedelta(seconds=5), "proof_engine", signature="errors")],
+        [],
+        T0 + timedelta(seconds=6),
+        POLICY,
+        deps,
+        silences,
+    )
+    issue = next(iter(during.issues.values()))
+    assert issue.status == "silenced"
+    after = group(
+        [anomaly(T0 + timedelta(seconds=90), "proof_engine", signature="errors")],
+        [issue],
+        T0 + timedelta(seconds=91),
+        POLICY,
+        deps,
+        silences,
+    )
+    assert after.issues[issue.fingerprint].status == "open"

@@ -365,3 +365,21 @@ def test_genetic_reaches_the_optimum_and_resumes_in_a_new_process(
     assert out.returncode == 0, out.stderr
     total, number = map(int, out.stdout.split())
     assert (total, number) == (n_trials + 1, n_trials)
+
+
+def test_custom_strategy_by_dotted_path_is_used_first(engine: Engine, tmp_path: Path) -> None:
+    from flows.config_load import ConfigError, build_config
+
+    path = "tests.plugin_strategies.DrainQueueStrategy"
+    cfg = build_config({"custom_strategies": [path]}, environ={})
+    registry = default_strategies(cfg.custom_strategies)
+    assert [s.name for s in registry.ladder()][:2] == ["drain_queue", "restart"]
+    marker = tmp_path / "drained"
+    manager = RecoveryManager(registry, ctx_for(engine, {}))
+    issue = IssueInfo(None, "queue", "metric", "depth", "medium", details={"marker": str(marker)})
+    result = manager.apply_recovery(issue)
+    assert result.success and result.strategy == "drain_queue"
+    assert marker.read_text() == "drained"
+    with pytest.raises(ConfigError, match="custom_strategies"):
+        build_config({"custom_strategies": ["tests.plugin_detectors.QueueLimitDetector"]},
+                     environ={})

@@ -13,6 +13,11 @@
 - **Temporal correlation**: log anomalies of several components within
   ``correlation_window`` seconds join one ``log_correlation`` issue on the upstream
   component (the one the others depend on), since they are likely one incident.
+- **Silences**: right after a recovery acted on a component (a restart, an isolation, a
+  configuration change), anomalies of that component and of those that depend on it are
+  the expected side effects of the action (a restarted dependency refuses connections for
+  a second). For ``action_grace`` seconds they open *silenced* issues, which nothing acts
+  on; an anomaly after the silence ends turns such an issue into an open one.
 - **Repeat throttling**: ``should_notify`` says when an issue deserves a (new) notification.
 """
 
@@ -38,6 +43,23 @@ class GroupingPolicy:
     flap_window: float = 900.0
     repeat_interval: float = 3600.0
     correlation_window: float = 60.0
+    action_grace: float = 60.0
+
+
+def silences_from_actions(
+    actions: Iterable[tuple[str, datetime]],
+    depends_on: Mapping[str, Sequence[str]],
+    grace_s: float,
+) -> dict[str, datetime]:
+    """Silence each acted-on component and its dependants until ``grace_s`` after the act."""
+    out: dict[str, datetime] = {}
+    for component, finished in actions:
+        until = finished + timedelta(seconds=grace_s)
+        affected = {component} | {c for c, deps in depends_on.items() if component in deps}
+        for c in affected:
+            if c not in out or out[c] < until:
+                out[c] = until
+    return out
 
 
 @dataclass
@@ -107,13 +129,16 @@ def group(
     now: datetime,
     policy: GroupingPolicy = GroupingPolicy(),
     depends_on: Mapping[str, Sequence[str]] | None = None,
+    silences: Mapping[str, datetime] | None = None,
 ) -> GroupingOutcome:
     """Assign anomalies to issues (new, joined or reopened) and resolve quiet ones.
 
     ``active`` holds the open/recovering/silenced issues and those resolved within the
-    flap window. Pure: the caller persists the outcome.
+    flap window; ``silences`` maps a component to the end of its silence. Pure: the caller
+    persists the outcome.
     """
     deps = depends_on or {}
+    quiet_until = silences or {}
     by_fp = {i.fingerprint: i for i in active}
     out = GroupingOutcome()
     keyed = [
@@ -127,6 +152,8 @@ def group(
         ts = datetime.fromtimestamp(a.ts_ms / 1000, tz=now.tzinfo)
         issue = by_fp.get(a.fingerprint)
         sev = Severity.parse(a.severity)
+        until = quiet_until.get(a.component)
+        silenced = until is not None and ts < until
         if issue is None:
             kind, sig, comp = a.kind, a.signature, a.component
             if "root" in a.details:
@@ -142,7 +169,7 @@ def group(
                 signature=sig,
                 title=_title(comp, kind, sig),
                 severity=sev.label,
-                status="open",
+                status="silenced" if silenced else "open",
                 first_seen=ts,
                 last_seen=ts,
                 actionable_at=max(ts, now) + timedelta(seconds=policy.group_wait),
@@ -156,6 +183,11 @@ def group(
             # A flapping issue is not made to wait again: it was already acted upon.
             issue.actionable_at = min(issue.actionable_at, now)
             out.reopened.append(a.fingerprint)
+        elif issue.status == "silenced" and not silenced:
+            # The silence is over and the symptom is still there: now it is an issue.
+            issue.status = "open"
+            issue.actionable_at = now + timedelta(seconds=policy.group_wait)
+            out.reopened.append(a.fingerprint)
         issue.anomaly_count += 1
         issue.last_seen = max(issue.last_seen, ts)
         if sev > Severity.parse(issue.severity):
@@ -164,7 +196,7 @@ def group(
         out.anomalies.append(a)
     for fp, issue in by_fp.items():
         quiet = (now - issue.last_seen).total_seconds() >= policy.resolve_after
-        if issue.status in ("open", "recovering") and quiet and fp not in out.issues:
+        if issue.status in ("open", "recovering", "silenced") and quiet and fp not in out.issues:
             issue.status = "resolved"
             # It became quiet at last_seen + resolve_after, whenever the cycle noticed.
             issue.resolved_at = min(now, issue.last_seen + timedelta(seconds=policy.resolve_after))

@@ -13,6 +13,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from storage.audit import audit
 from storage.recoveries import (
     create_recovery,
     quarantined_until,
@@ -91,17 +92,27 @@ class RecoveryManager:
         return rungs, None
 
     def apply_recovery(
-        self, issue: IssueInfo, mode: str = "automated", flow_run_id: str | None = None
+        self,
+        issue: IssueInfo,
+        mode: str = "automated",
+        flow_run_id: str | None = None,
+        reuse_recovery_id: int | None = None,
     ) -> RecoveryResult:
-        """Try the usable rungs in order until one fixes the issue (the seed's API)."""
+        """Try the usable rungs in order until one fixes the issue (the seed's API).
+
+        ``reuse_recovery_id`` is a row already created for this recovery (planned, or
+        approved by an operator): the first attempt is recorded in it.
+        """
         result = RecoveryResult(False, None)
+        reuse = reuse_recovery_id
         for index, rung in enumerate(self.ladder(issue)):
             if rung.skip_reason is not None:
                 result.attempts.append(
                     {"strategy": rung.strategy.name, "skipped": rung.skip_reason}
                 )
                 continue
-            outcome, rid = self._attempt(rung.strategy, index, issue, mode, flow_run_id)
+            outcome, rid = self._attempt(rung.strategy, index, issue, mode, flow_run_id, reuse)
+            reuse = None
             result.recovery_ids.append(rid)
             result.attempts.append(
                 {
@@ -115,6 +126,24 @@ class RecoveryManager:
                 result.success, result.strategy, result.error = True, outcome.strategy, None
                 return result
             result.strategy, result.error = outcome.strategy, outcome.error
+            with self.ctx.engine.begin() as conn:
+                audit(
+                    conn,
+                    "quarantined",
+                    issue_id=issue.id,
+                    recovery_id=rid,
+                    component=issue.component,
+                    strategy=outcome.strategy,
+                    seconds=self.ctx.settings.quarantine_period,
+                )
+                audit(
+                    conn,
+                    "escalated",
+                    issue_id=issue.id,
+                    recovery_id=rid,
+                    component=issue.component,
+                    after=outcome.strategy,
+                )
         if not result.recovery_ids:
             result.error = "no applicable strategy: " + "; ".join(
                 f"{a['strategy']}: {a['skipped']}" for a in result.attempts
@@ -128,24 +157,41 @@ class RecoveryManager:
         issue: IssueInfo,
         mode: str,
         flow_run_id: str | None,
+        reuse_recovery_id: int | None,
     ) -> tuple[Outcome, int]:
         ctx = self.ctx
         plan = strategy.plan(issue, ctx)
+        values: dict[str, Any] = {
+            "strategy": strategy.name,
+            "rung": rung,
+            "action": plan.action,
+            "parameters": plan.parameters,
+            "status": "running",
+            "flow_run_id": flow_run_id,
+            "started_at": ctx.clock(),
+        }
         with ctx.engine.begin() as conn:
-            rid = create_recovery(
+            if reuse_recovery_id is not None:
+                rid = reuse_recovery_id
+                update_recovery(conn, rid, **values)
+            else:
+                rid = create_recovery(
+                    conn,
+                    issue_id=issue.id,
+                    component=issue.component,
+                    issue_kind=issue.kind,
+                    issue_signature=issue.signature[:300],
+                    mode=mode,
+                    **values,
+                )
+            audit(
                 conn,
+                "executed",
                 issue_id=issue.id,
+                recovery_id=rid,
                 component=issue.component,
-                issue_kind=issue.kind,
-                issue_signature=issue.signature[:300],
                 strategy=strategy.name,
-                rung=rung,
                 action=plan.action,
-                parameters=plan.parameters,
-                mode=mode,
-                status="running",
-                flow_run_id=flow_run_id,
-                started_at=ctx.clock(),
             )
         ctx.recovery_id = rid
         try:
@@ -172,5 +218,16 @@ class RecoveryManager:
                 output=outcome.output[-4000:],
                 parameters=params,
                 validation={**outcome.validation, "details": outcome.details},
+            )
+            audit(
+                conn,
+                "validated" if outcome.success else "failed",
+                issue_id=issue.id,
+                recovery_id=rid,
+                component=issue.component,
+                strategy=strategy.name,
+                ok=outcome.success,
+                error=outcome.error,
+                validation=outcome.validation.get("detail"),
             )
         return outcome, rid

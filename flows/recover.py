@@ -1,0 +1,288 @@
+"""The recovery flow: one run per issue, waiting for approval when the mode says so.
+
+The cycle creates the recovery row (and the approval row, when one is needed) before it
+starts this run, so everything this flow does before waiting is a read: when a suspended
+run is resumed, Prefect starts it again from the top and nothing is done twice.
+
+Waiting for approval: in a deployment run the flow is *suspended* (its process exits and
+the wait survives a restart of ``selfheal serve``); called directly (no deployment) it is
+*paused* in process. Either way the Prefect UI shows a form (approve, reason) above a
+markdown description of the issue, the evidence and the proposed action; ``selfheal
+approve`` / ``reject`` and the Python API answer the same run. The decision is written to
+the ``approvals`` table first, and the first answer wins.
+
+Execution holds a slot of the global concurrency limit ``selfheal-recoveries`` (size
+``max_concurrent_recoveries``), taken with ``strict=True`` so a missing limit is an error,
+never a silent no-op.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run
+from prefect.artifacts import create_markdown_artifact
+from prefect.concurrency.sync import concurrency
+from prefect.context import get_run_context
+from prefect.input import RunInput
+
+from flows.components import component_specs, recovery_settings
+from flows.notifications import notifier_for
+from flows.runtime import Runtime, open_runtime
+from storage.approvals import ApprovalAlreadyDecided, decide, get_approval, set_flow_run
+from storage.audit import audit
+from storage.issues import anomalies_frame, get_issue, set_issue_status
+from storage.recoveries import get_recovery, update_recovery
+from tasks.notify import Notification
+from tasks.recovery.base import IssueInfo, RecoveryContext
+from tasks.recovery.manager import RecoveryManager
+from tasks.recovery.registry import default_strategies
+
+RECOVERY_LIMIT = "selfheal-recoveries"
+UI_ACTOR = "prefect-ui"
+
+
+class RecoveryApproval(RunInput):
+    """The form shown on a waiting recovery run."""
+
+    approve: bool
+    reason: str = ""
+
+
+def issue_info(rt: Runtime, issue_id: int) -> IssueInfo:
+    issue = get_issue(rt.engine, issue_id)
+    if issue is None:
+        raise LookupError(f"no issue with id {issue_id}")
+    return IssueInfo(
+        issue.id,
+        issue.component,
+        issue.kind,
+        issue.signature,
+        issue.severity,
+        issue.title,
+        {**issue.details, "first_seen": issue.first_seen},
+    )
+
+
+def approval_markdown(rt: Runtime, issue: IssueInfo, action: str, approval: dict[str, Any]) -> str:
+    """What an operator reads above the form: the issue, the evidence, the proposal."""
+    evidence = anomalies_frame(rt.engine, component=issue.component).tail(8)
+    lines = [
+        f"## Approve recovery of `{issue.component}`?",
+        "",
+        f"**Issue #{issue.id}**: {issue.title}  ",
+        f"severity **{issue.severity}**, kind `{issue.kind}`, signature `{issue.signature}`",
+        "",
+        f"**Proposed action**: {action}",
+        "",
+        f"Approval id `{approval['id']}`, expires "
+        f"{approval['expires_at']:%Y-%m-%d %H:%M:%S} UTC. Also answerable with "
+        f"`selfheal approve {approval['id']}` or `selfheal reject {approval['id']} "
+        f'--reason "..."`.',
+    ]
+    if not evidence.empty:
+        lines += [
+            "",
+            "### Evidence (latest anomalies)",
+            "",
+            "| time (UTC) | detector | signature | value | severity |",
+            "|---|---|---|---|---|",
+        ]
+        for _, a in evidence.iterrows():
+            value = "" if a["value"] is None or a["value"] != a["value"] else f"{a['value']:.4g}"
+            lines.append(
+                f"| {a['ts']:%H:%M:%S} | {a['detector']} | {a['signature']} | "
+                f"{value} | {a['severity']} |"
+            )
+    return "\n".join(lines)
+
+
+def approval_key(approval_id: str) -> str:
+    """The pause key (Prefect allows only lowercase letters, digits and dashes)."""
+    return "approval-" + approval_id.lower().replace("_", "-")
+
+
+def wait_for_decision(
+    rt: Runtime, issue: IssueInfo, approval_id: str, action: str
+) -> dict[str, Any]:
+    """Suspend (or pause) until answered; returns the approval row with its decision."""
+    logger = get_run_logger()
+    approval = get_approval(rt.engine, approval_id)
+    if approval["decision"] != "pending":
+        return approval  # answered before the run got here (CLI raced the suspension)
+    ctx = get_run_context()
+    run = ctx.flow_run  # type: ignore[union-attr]
+    from prefect.utilities.urls import url_for
+
+    ui_url = url_for("flow-run", obj_id=run.id)
+    with rt.engine.begin() as conn:
+        set_flow_run(conn, approval_id, str(run.id), ui_url)
+    remaining = (approval["expires_at"] - datetime.now(UTC)).total_seconds()
+    if remaining <= 0:
+        return approval  # the cycle records the expiry
+    form = RecoveryApproval.with_initial_data(
+        description=approval_markdown(rt, issue, action, approval), approve=False, reason=""
+    )
+    logger.info("waiting for approval %s (%s)", approval_id, ui_url or "no UI")
+    try:
+        if run.deployment_id is not None:
+            answer = suspend_flow_run(
+                wait_for_input=form, timeout=int(remaining) + 1, key=approval_key(approval_id)
+            )
+        else:
+            answer = pause_flow_run(
+                wait_for_input=form,
+                timeout=int(remaining) + 1,
+                poll_interval=2,
+                key=approval_key(approval_id),
+            )
+    except Exception as exc:
+        # Prefect's own pause bookkeeping (a Pause signal) must propagate; a timeout means
+        # nobody answered: the cycle records the expiry.
+        from prefect.exceptions import FlowPauseTimeout
+
+        if isinstance(exc, FlowPauseTimeout):
+            return get_approval(rt.engine, approval_id)
+        raise
+    decision = "approved" if answer.approve else "rejected"
+    try:
+        with rt.engine.begin() as conn:
+            approval = decide(conn, approval_id, decision, UI_ACTOR, answer.reason or None)
+            audit(
+                conn,
+                decision,
+                actor=UI_ACTOR,
+                issue_id=issue.id,
+                approval_id=approval_id,
+                recovery_id=approval["recovery_id"],
+                component=issue.component,
+                reason=answer.reason,
+            )
+    except ApprovalAlreadyDecided as exc:
+        approval = exc.approval  # the CLI or API answered first: its decision stands
+    return approval
+
+
+@flow(
+    name="recover",
+    description="Recover one issue: wait for approval if needed, then walk the strategy ladder.",
+)
+def recover(
+    issue_id: int, recovery_id: int, approval_id: str | None = None, config_path: str | None = None
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    rt = open_runtime(config_path)
+    try:
+        issue = issue_info(rt, issue_id)
+        row = get_recovery(rt.engine, recovery_id)
+        if row is None:
+            raise LookupError(f"no recovery with id {recovery_id}")
+        if row["status"] in ("succeeded", "failed", "rejected", "expired"):
+            logger.info("recovery %s already %s", recovery_id, row["status"])
+            return {"status": row["status"], "recovery_id": recovery_id}
+        notifier = notifier_for(rt.config)
+        if approval_id is not None:
+            approval = wait_for_decision(rt, issue, approval_id, row["action"])
+            if approval["decision"] != "approved":
+                status = approval["decision"] if approval["decision"] != "pending" else "expired"
+                with rt.engine.begin() as conn:
+                    update_recovery(
+                        conn,
+                        recovery_id,
+                        status=status,
+                        finished_at=datetime.now(UTC),
+                        error=approval.get("reason"),
+                    )
+                _artifact(
+                    issue,
+                    f"not executed: approval {status}"
+                    + (f" ({approval['reason']})" if approval.get("reason") else ""),
+                )
+                return {"status": status, "recovery_id": recovery_id, "approval_id": approval_id}
+            with rt.engine.begin() as conn:
+                update_recovery(conn, recovery_id, status="approved")
+        result = execute_recovery(rt, issue, recovery_id, row["mode"])
+        event = "recovery_succeeded" if result["success"] else "recovery_failed"
+        notifier.send(
+            Notification(
+                event,
+                issue=_issue_dict(issue),
+                proposed_action=row["action"],
+                approval_id=approval_id,
+                detail={"strategy": result["strategy"], "error": result["error"]},
+            )
+        )
+        _artifact(
+            issue,
+            ("succeeded with " if result["success"] else "failed: ")
+            + str(result["strategy"] if result["success"] else result["error"]),
+            result["attempts"],
+        )
+        return {"status": "succeeded" if result["success"] else "failed", **result}
+    finally:
+        rt.close()
+
+
+def execute_recovery(rt: Runtime, issue: IssueInfo, recovery_id: int, mode: str) -> dict[str, Any]:
+    """Walk the ladder holding one slot of the recovery concurrency limit."""
+    ctx = RecoveryContext(rt.engine, component_specs(rt.config), recovery_settings(rt.config))
+    manager = RecoveryManager(default_strategies(rt.config.custom_strategies), ctx)
+    run = get_run_context().flow_run  # type: ignore[union-attr]
+    with concurrency(RECOVERY_LIMIT, occupy=1, strict=True):
+        with rt.engine.begin() as conn:
+            if issue.id is not None:
+                set_issue_status(conn, issue.id, "recovering")
+        result = manager.apply_recovery(issue, mode, str(run.id), reuse_recovery_id=recovery_id)
+    with rt.engine.begin() as conn:
+        if issue.id is not None:
+            audit(
+                conn,
+                "succeeded" if result.success else "failed",
+                issue_id=issue.id,
+                component=issue.component,
+                strategy=result.strategy,
+                error=result.error,
+            )
+            if not result.success:
+                set_issue_status(conn, issue.id, "open")
+    if not result.recovery_ids:
+        # Nothing could act: close the planned row so it does not look in flight.
+        with rt.engine.begin() as conn:
+            update_recovery(
+                conn,
+                recovery_id,
+                status="failed",
+                finished_at=datetime.now(UTC),
+                error=result.error,
+            )
+    return result.as_dict()
+
+
+def _issue_dict(issue: IssueInfo) -> dict[str, Any]:
+    return {
+        "id": issue.id,
+        "component": issue.component,
+        "kind": issue.kind,
+        "severity": issue.severity,
+        "title": issue.title,
+    }
+
+
+def _artifact(issue: IssueInfo, outcome: str, attempts: list[dict[str, Any]] | None = None) -> None:
+    lines = [f"### Recovery of issue #{issue.id} ({issue.component}): {outcome}", ""]
+    if attempts:
+        lines += ["| strategy | result |", "|---|---|"]
+        for a in attempts:
+            if "skipped" in a:
+                lines.append(f"| {a['strategy']} | skipped: {a['skipped']} |")
+            else:
+                lines.append(
+                    f"| {a['strategy']} | "
+                    f"{'succeeded' if a['success'] else 'failed: ' + str(a['error'])} |"
+                )
+    create_markdown_artifact(
+        "\n".join(lines),
+        key=f"recovery-issue-{issue.id}",
+        description=f"Outcome of the recovery of issue #{issue.id}",
+    )

@@ -1,0 +1,1 @@
+"""Coordination: which issue gets which recovery, when, and with whose approval."""

@@ -1,0 +1,251 @@
+"""Which issues get a recovery this cycle, in which order, and what the mode says about it.
+
+Admission, like Alertmanager's routing plus a work queue's priority:
+
+- an issue is a candidate when it is open, not inhibited, past its group wait, has no
+  recovery in flight, and was not just healed (``cooldown`` after a successful recovery,
+  unless new anomalies arrived after it);
+- an issue whose recovery an operator rejected, or let expire, or that learning mode
+  already recorded, is not proposed again: that incident has had its decision (a new
+  incident is a new issue);
+- candidates go most severe first (then oldest);
+- automatic recoveries start only while fewer than ``max_concurrent`` run, so critical
+  issues are not queued behind lesser ones (the Prefect concurrency limit is the hard
+  guard underneath);
+- an issue whose every strategy is quarantined or not applicable is skipped, and said so
+  once per quarantine period, not every cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import Engine, select
+
+from storage.approvals import create_approval
+from storage.audit import audit
+from storage.issues import IssueRecord, load_active_issues
+from storage.models import AuditEvent, Recovery
+from storage.recoveries import ACTIVE, create_recovery
+from tasks.coordination.policy import decide_mode
+from tasks.recovery.base import IssueInfo
+from tasks.recovery.manager import RecoveryManager
+from tasks.severity import Severity
+
+Action = Literal["launch", "ask", "record", "skip", "wait"]
+DECIDED = ("recorded_only", "rejected", "expired")
+
+
+@dataclass
+class PlannedRecovery:
+    issue: IssueRecord
+    action: Action
+    recovery_id: int | None = None
+    approval_id: str | None = None
+    proposal: str = ""
+    reason: str = ""
+
+
+@dataclass
+class CyclePlan:
+    planned: list[PlannedRecovery] = field(default_factory=list)
+
+    def of(self, action: Action) -> list[PlannedRecovery]:
+        return [p for p in self.planned if p.action == action]
+
+
+def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRecord]:
+    """Open issues to act on, most severe first.
+
+    One recovery per component at a time: a component with a recovery in flight (or
+    waiting for approval) gets no second one, and a component healed less than
+    ``cooldown_s`` ago is left alone for issues that saw no anomaly since the fix (its
+    other symptoms were most likely the same incident and are fading).
+    """
+    with engine.connect() as conn:
+        issues = [
+            i
+            for i in load_active_issues(conn, now)
+            if i.status == "open" and i.inhibited_by is None and i.actionable_at <= now
+        ]
+        if not issues:
+            return []
+        t = Recovery.__table__
+        since = now - timedelta(seconds=max(cooldown_s, 0))
+        rows = conn.execute(
+            select(t.c.issue_id, t.c.component, t.c.status, t.c.finished_at).where(
+                t.c.status.in_(ACTIVE)
+                | t.c.issue_id.in_([i.id for i in issues])
+                | ((t.c.status == "succeeded") & (t.c.finished_at >= since))
+            )
+        ).all()
+    decided = {r.issue_id for r in rows if r.status in DECIDED or r.status in ACTIVE}
+    busy_components = {r.component for r in rows if r.status in ACTIVE}
+    healed: dict[str, datetime] = {}
+    for r in rows:
+        if r.status == "succeeded" and r.finished_at is not None:
+            fin = r.finished_at if r.finished_at.tzinfo else r.finished_at.replace(tzinfo=UTC)
+            healed[r.component] = max(healed.get(r.component, fin), fin)
+    out = []
+    for issue in issues:
+        if issue.id in decided or issue.component in busy_components:
+            continue
+        last_fix = healed.get(issue.component)
+        if (
+            last_fix is not None
+            and (now - last_fix).total_seconds() < cooldown_s
+            and issue.last_seen <= last_fix
+        ):
+            continue
+        out.append(issue)
+    out.sort(key=lambda i: (-Severity.parse(i.severity), i.first_seen))
+    # Several issues of one component: only the most severe gets a recovery this cycle.
+    seen: set[str] = set()
+    unique = []
+    for issue in out:
+        if issue.component not in seen:
+            seen.add(issue.component)
+            unique.append(issue)
+    return unique
+
+
+def running_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        t = Recovery.__table__
+        return len(
+            conn.execute(
+                select(t.c.id).where(t.c.status.in_(("planned", "approved", "running")))
+            ).all()
+        )
+
+
+def _recently_skipped(engine: Engine, issue_id: int, since: datetime) -> bool:
+    t = AuditEvent.__table__
+    with engine.connect() as conn:
+        return (
+            conn.execute(
+                select(t.c.id).where(
+                    t.c.issue_id == issue_id, t.c.event == "skipped", t.c.ts >= since
+                )
+            ).first()
+            is not None
+        )
+
+
+def to_info(issue: IssueRecord) -> IssueInfo:
+    return IssueInfo(
+        issue.id,
+        issue.component,
+        issue.kind,
+        issue.signature,
+        issue.severity,
+        issue.title,
+        {**issue.details, "first_seen": issue.first_seen},
+    )
+
+
+def plan_cycle(
+    engine: Engine,
+    manager: RecoveryManager,
+    mode: str,
+    now: datetime,
+    *,
+    max_concurrent: int,
+    approval_timeout_s: float,
+    cooldown_s: float,
+    quarantine_s: float,
+) -> CyclePlan:
+    """Decide and record this cycle's recoveries (rows and approvals); launching is the
+    caller's job."""
+    plan = CyclePlan()
+    slots = max_concurrent - running_count(engine)
+    for issue in candidates(engine, now, cooldown_s):
+        info = to_info(issue)
+        rungs, proposal = manager.proposal(info)
+        if proposal is None:
+            reason = "; ".join(f"{r.strategy.name}: {r.skip_reason}" for r in rungs)
+            if not _recently_skipped(engine, issue.id, now - timedelta(seconds=quarantine_s)):  # type: ignore[arg-type]
+                with engine.begin() as conn:
+                    audit(
+                        conn, "skipped", issue_id=issue.id, component=issue.component, reason=reason
+                    )
+            plan.planned.append(PlannedRecovery(issue, "skip", reason=reason))
+            continue
+        decision = decide_mode(mode, issue.severity)
+        if decision == "automatic" and slots <= 0:
+            plan.planned.append(
+                PlannedRecovery(
+                    issue, "wait", proposal=proposal.action, reason="all recovery slots busy"
+                )
+            )
+            continue
+        status = {
+            "automatic": "planned",
+            "approval": "awaiting_approval",
+            "record_only": "recorded_only",
+        }[decision]
+        with engine.begin() as conn:
+            rid = create_recovery(
+                conn,
+                issue_id=issue.id,
+                component=issue.component,
+                issue_kind=issue.kind,
+                issue_signature=issue.signature[:300],
+                strategy=proposal.strategy,
+                rung=0,
+                action=proposal.action,
+                parameters=proposal.parameters,
+                mode=mode,
+                status=status,
+                finished_at=now if decision == "record_only" else None,
+            )
+            audit(
+                conn,
+                "planned",
+                issue_id=issue.id,
+                recovery_id=rid,
+                component=issue.component,
+                strategy=proposal.strategy,
+                action=proposal.action,
+                mode=mode,
+                decision=decision,
+            )
+            approval_id = None
+            if decision == "approval":
+                approval_id = create_approval(
+                    conn,
+                    recovery_id=rid,
+                    issue_id=issue.id,
+                    component=issue.component,
+                    severity=issue.severity,
+                    proposed_action=proposal.action,
+                    requested_at=now,
+                    expires_at=now + timedelta(seconds=approval_timeout_s),
+                )
+                audit(
+                    conn,
+                    "asked",
+                    issue_id=issue.id,
+                    recovery_id=rid,
+                    approval_id=approval_id,
+                    component=issue.component,
+                    action=proposal.action,
+                )
+            elif decision == "record_only":
+                audit(
+                    conn,
+                    "recorded_only",
+                    issue_id=issue.id,
+                    recovery_id=rid,
+                    component=issue.component,
+                    action=proposal.action,
+                )
+        action: Action = {"automatic": "launch", "approval": "ask", "record_only": "record"}[
+            decision
+        ]  # type: ignore[assignment]
+        if action == "launch":
+            slots -= 1
+        plan.planned.append(PlannedRecovery(issue, action, rid, approval_id, proposal.action))
+    return plan
