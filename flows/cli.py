@@ -98,6 +98,103 @@ def config_show(config: ConfigOpt = None) -> None:
     typer.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
+@config_app.command("versions")
+def config_versions_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """List the tuned configuration versions (the active one is marked *)."""
+    from storage.config_versions import versions_frame
+
+    rt = _runtime(config)
+    try:
+        df = versions_frame(rt.engine)
+    finally:
+        rt.close()
+    if as_json:
+        typer.echo(df.to_json(orient="records", date_format="iso"))
+        return
+    if df.empty:
+        typer.echo("no configuration versions yet (the nightly tune flow creates them)")
+    for _, r in df.iterrows():
+        mark = "*" if r["active"] else " "
+        metrics = ", ".join(
+            f"{k}={v}" for k, v in (r["metrics"] or {}).items() if isinstance(v, int | float)
+        )
+        typer.echo(
+            f"{mark} {r['id']:>4}  {r['created_at']:%Y-%m-%d %H:%M}  {r['source']:<9} "
+            f"{r['note']}" + (f"  [{metrics}]" if metrics else "")
+        )
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+@config_app.command("diff")
+def config_diff_cmd(
+    a: Annotated[int, typer.Argument(help="A version id.")],
+    b: Annotated[int, typer.Argument(help="Another version id.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Show what differs between two configuration versions."""
+    from storage.config_versions import get_version
+
+    rt = _runtime(config)
+    try:
+        with rt.engine.connect() as conn:
+            try:
+                va, vb = get_version(conn, a), get_version(conn, b)
+            except LookupError as exc:
+                fail(str(exc).strip("'\""), 2)
+    finally:
+        rt.close()
+    fa, fb = _flatten("", va["body"], {}), _flatten("", vb["body"], {})
+    changed = sorted(k for k in set(fa) | set(fb) if fa.get(k) != fb.get(k))
+    if not changed:
+        typer.echo(f"versions {a} and {b} are identical")
+    for k in changed:
+        typer.echo(f"{k}: {json.dumps(fa.get(k))} -> {json.dumps(fb.get(k))}")
+
+
+@config_app.command("rollback")
+def config_rollback_cmd(
+    to: Annotated[
+        int | None, typer.Option(help="Activate this version instead of the previous one.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Re-activate the previously active version (or --to N). Flows use it from their
+    next run."""
+    from storage.audit import audit
+    from storage.config_versions import activate, active_version, previous_active
+
+    rt = _runtime(config)
+    try:
+        with rt.engine.begin() as conn:
+            current = active_version(conn)
+            target = to if to is not None else (previous_active(conn) or {}).get("id")
+            if target is None:
+                fail("no earlier active version to roll back to", 1)
+            try:
+                activate(conn, int(target))  # type: ignore[arg-type]
+            except LookupError as exc:
+                fail(str(exc).strip("'\""), 2)
+            audit(
+                conn,
+                "config_changed",
+                actor="cli",
+                action="rollback",
+                from_version=(current or {}).get("id"),
+                to_version=target,
+            )
+    finally:
+        rt.close()
+    typer.echo(f"active configuration version: {target} (was {(current or {}).get('id')})")
+
+
 @db_app.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Apply pending migrations to the configured database."""
@@ -493,13 +590,28 @@ def dashboard_cmd(
 
 @app.command("demo")
 def demo_cmd(
-    keep: Annotated[bool, typer.Option(help="Keep the demo's working folder.")] = False,
+    mode: Annotated[str, typer.Option(help="manual, supervised, automated or learning.")] = (
+        "supervised"
+    ),
+    duration: Annotated[float, typer.Option(help="Stop injecting after this many seconds.")] = (
+        240.0
+    ),
+    seed: Annotated[int, typer.Option(help="Seeds the services' noise and the pacing.")] = 0,
+    keep_running: Annotated[
+        bool,
+        typer.Option(
+            "--keep-running", help="Keep everything up afterwards (Prefect UI, dashboard)."
+        ),
+    ] = False,
 ) -> None:
-    """Start the simulated HMS platform, ingest its metrics and logs, print what was stored."""
-    from flows.demo import run_demo
+    """Heal a simulated HMS platform end to end: inject scripted faults, detect, recover,
+    print a verdict per fault; exit 1 if a fault was missed or not healed."""
+    from flows.config import Mode  # noqa: F401 - documents the choices
+    from flows.demo.runner import run_demo
 
-    code = run_demo(keep=keep)
-    raise typer.Exit(code)
+    if mode not in ("manual", "supervised", "automated", "learning"):
+        fail(f"--mode {mode!r}: choose manual, supervised, automated or learning", 2)
+    raise typer.Exit(run_demo(mode, duration, seed, keep_running))
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ class Runtime:
     config: SelfHealConfig
     engine: Engine
     config_path: str | None = None
+    config_version: int | None = None  # the active tuned version applied, if any
 
     def close(self) -> None:
         self.engine.dispose()
@@ -46,4 +47,38 @@ def open_runtime(
     engine = make_engine(database_url(cfg))
     if migrate:
         ensure_schema(engine)
-    return Runtime(cfg, engine, str(config_path) if config_path else None)
+    version = None
+    if migrate:
+        cfg, version = with_active_version(cfg, engine)
+    return Runtime(cfg, engine, str(config_path) if config_path else None, version)
+
+
+def with_active_version(
+    config: SelfHealConfig, engine: Engine
+) -> tuple[SelfHealConfig, int | None]:
+    """The configuration with the active tuned version laid over it.
+
+    Tuned settings (detector parameters, recovery thresholds) win over the file's, until
+    ``selfheal config rollback`` or a newer version changes them.
+    """
+    from pydantic import ValidationError
+
+    from flows.config_load import _deep_merge
+    from storage.config_versions import active_version
+
+    with engine.connect() as conn:
+        version = active_version(conn)
+    if not version or not version.get("body"):
+        return config, None
+    merged = _deep_merge(config.model_dump(mode="json"), version["body"])
+    try:
+        return SelfHealConfig.model_validate(merged), int(version["id"])
+    except ValidationError as exc:
+        import logging
+
+        logging.getLogger("selfheal").error(
+            "configuration version %s does not validate any more (%s); using the file's",
+            version["id"],
+            exc.errors()[0]["msg"],
+        )
+        return config, None

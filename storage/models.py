@@ -344,3 +344,5 @@ class ConfigVersion(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(JSONText, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=False)
     note: Mapped[str] = mapped_column(Text, default="")
+    # When it last became the active version (rollback goes to the one active before).
+    activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
