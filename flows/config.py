@@ -325,6 +325,8 @@ class RecoveryConfig(StrictModel):
     # After a successful recovery, the same issue is not acted on again for this long
     # unless new anomalies arrive after it.
     cooldown: float = Field(120.0, ge=0, le=86400)
+    # Issues below this severity are recorded and shown but get no recovery.
+    min_severity: SeverityName = "low"
 
 
 class SelfHealConfig(StrictModel):

@@ -104,6 +104,7 @@ def plan_recoveries_task(rt: Runtime, now: datetime) -> CyclePlan:
         approval_timeout_s=cfg.approval_timeout,
         cooldown_s=cfg.recovery.cooldown,
         quarantine_s=cfg.quarantine_period,
+        min_severity=cfg.recovery.min_severity,
     )
 
 

@@ -24,10 +24,10 @@ from storage.issues import (
     set_watermarks,
 )
 from storage.metrics import component_names
+from storage.recoveries import active_recoveries, recent_actions
 from tasks.detection.logs_step import LogDetectionSettings, detect_logs
 from tasks.detection.metrics_step import MetricDetectionSettings, detect_metrics, read_component
 from tasks.detection.registry import default_registry
-from storage.recoveries import recent_actions
 from tasks.issues.grouping import GroupingPolicy, group, inhibitions, silences_from_actions
 
 _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -108,6 +108,10 @@ def persist_detection(
     with engine.begin() as conn:
         active = load_active_issues(conn, recent_cutoff(now, policy.flap_window))
         acted = recent_actions(conn, recent_cutoff(now, policy.action_grace))
+        # A recovery still running (a restart in progress) silences too.
+        acted += [
+            (r["component"], now) for r in active_recoveries(conn) if r["status"] == "running"
+        ]
         silences = silences_from_actions(acted, depends_on, policy.action_grace)
         outcome = group(anomalies, active, now, policy, depends_on, silences)
         ids = save_issues(conn, outcome.issues.values())

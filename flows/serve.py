@@ -82,7 +82,11 @@ def run_serve(
     dashboard: bool | None = None,
     ready: threading.Event | None = None,
 ) -> int:
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_RUNNER_POLL_FREQUENCY,
+        temporary_settings,
+    )
 
     _term_to_interrupt()
     server = None
@@ -103,7 +107,12 @@ def run_serve(
         os.environ["PREFECT_API_URL"] = api_url  # for the runs' subprocesses
     dash = None
     try:
-        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        # The runner looks for runs to start every 10 s by default; recoveries (and resumed
+        # approvals) should not wait that long.
+        poll = int(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY", "2"))
+        with temporary_settings(
+            updates={PREFECT_API_URL: api_url, PREFECT_RUNNER_POLL_FREQUENCY: poll}
+        ):
             import prefect
 
             from flows.cycle import ensure_limits

@@ -156,12 +156,16 @@ def plan_cycle(
     approval_timeout_s: float,
     cooldown_s: float,
     quarantine_s: float,
+    min_severity: str = "low",
 ) -> CyclePlan:
     """Decide and record this cycle's recoveries (rows and approvals); launching is the
     caller's job."""
     plan = CyclePlan()
     slots = max_concurrent - running_count(engine)
+    floor = Severity.parse(min_severity)
     for issue in candidates(engine, now, cooldown_s):
+        if Severity.parse(issue.severity) < floor:
+            continue
         info = to_info(issue)
         rungs, proposal = manager.proposal(info)
         if proposal is None:

@@ -10,9 +10,11 @@
 - **Inhibition**: while a component is down (an active ``down`` issue), its symptom issues
   and those of the components that depend on it are marked inhibited: they are explained
   by the outage and nothing acts on them or notifies about them.
-- **Temporal correlation**: log anomalies of several components within
+- **Temporal correlation**: log anomalies of several related components within
   ``correlation_window`` seconds join one ``log_correlation`` issue on the upstream
-  component (the one the others depend on), since they are likely one incident.
+  component (the one the others depend on), since they are likely one incident. When the
+  dependencies are known, only components linked by them correlate (two unrelated services
+  failing in the same minute are two issues); without that knowledge, any do.
 - **Silences**: right after a recovery acted on a component (a restart, an isolation, a
   configuration change), anomalies of that component and of those that depend on it are
   the expected side effects of the action (a restarted dependency refuses connections for
@@ -91,6 +93,31 @@ def _upstream(components: Sequence[str], depends_on: Mapping[str, Sequence[str]]
     return components[0]
 
 
+def _linked(components: Sequence[str], depends_on: Mapping[str, Sequence[str]]) -> list[str]:
+    """The components of the largest group connected through dependencies."""
+    links = {c: set(depends_on.get(c, ())) for c in components}
+    for c, deps in list(links.items()):
+        for d in deps:
+            if d in links:
+                links[d].add(c)
+    best: list[str] = []
+    seen: set[str] = set()
+    for c in components:
+        if c in seen:
+            continue
+        group, todo = [], [c]
+        while todo:
+            x = todo.pop()
+            if x in seen or x not in links:
+                continue
+            seen.add(x)
+            group.append(x)
+            todo.extend(links[x])
+        if len(group) > len(best):
+            best = [g for g in components if g in group]
+    return best
+
+
 def correlate_logs(
     anomalies: Sequence[AnomalyRecord],
     depends_on: Mapping[str, Sequence[str]],
@@ -109,6 +136,9 @@ def correlate_logs(
     rekeyed: dict[int, AnomalyRecord] = {}
     for cluster in clusters:
         comps = list(dict.fromkeys(a.component for a in cluster))
+        if depends_on:
+            comps = _linked(comps, depends_on)
+            cluster = [a for a in cluster if a.component in comps]
         if len(comps) < 2:
             continue
         root = _upstream(comps, depends_on)

@@ -133,7 +133,8 @@ def start_platform(
     names: tuple[str, ...] = tuple(PLATFORM),
     wait_s: float = 15.0,
 ) -> Platform:
-    """Start the components (dependencies first) and wait until each answers /health."""
+    """Start the components, each healthy before the ones that depend on it start (so the
+    proof engine never logs errors about a repository that is still starting)."""
     workdir.mkdir(parents=True, exist_ok=True)
     platform = Platform(workdir)
     for i, name in enumerate(names):
@@ -151,8 +152,7 @@ def start_platform(
         )
         handle.start()
         platform.services[name] = handle
-    for svc in platform.services.values():
-        if not wait_healthy(svc.url, wait_s):
+        if not wait_healthy(handle.url, wait_s):
             platform.stop()
-            raise RuntimeError(f"{svc.name} did not become healthy on port {svc.port}")
+            raise RuntimeError(f"{name} did not become healthy on port {port}")
     return platform

@@ -158,6 +158,11 @@ class RecoveryStrategy:
         """None when the strategy can act on the issue, else the reason it cannot."""
         raise NotImplementedError
 
+    def rung_for(self, issue: IssueInfo, ctx: RecoveryContext) -> float:
+        """Place on the ladder for this issue (default: ``rung``); a strategy that sees
+        strong evidence for itself may move forward."""
+        return float(self.rung)
+
     def plan(self, issue: IssueInfo, ctx: RecoveryContext) -> Plan:
         raise NotImplementedError
 

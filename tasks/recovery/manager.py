@@ -69,7 +69,13 @@ class RecoveryManager:
                 return 0.5
             return known.rate
 
-        ordered = sorted(self.registry.ladder(), key=lambda st: (-learned(st), st.rung))
+        def place(st: RecoveryStrategy) -> float:
+            try:
+                return st.rung_for(issue, self.ctx)
+            except Exception:  # noqa: BLE001 - a broken hook keeps the default place
+                return float(st.rung)
+
+        ordered = sorted(self.registry.ladder(), key=lambda st: (-learned(st), place(st)))
         rungs = []
         for st in ordered:
             until = quarantine.get(st.name)

@@ -86,6 +86,16 @@ class ReconfigureStrategy(RecoveryStrategy):
     name = "reconfigure"
     rung = 3
 
+    def rung_for(self, issue: IssueInfo, ctx: RecoveryContext) -> float:
+        """First of all when the values in force drifted from the declared defaults: a
+        configuration change is the likeliest cause, and a restart would keep it."""
+        comp = ctx.components.get(issue.component)
+        if comp is None or not comp.parameters or comp.reconfigure is None:
+            return float(self.rung)
+        current, base = current_values(comp), defaults(comp)
+        drifted = any(abs(current[k] - base[k]) > 1e-9 for k in base)
+        return 0.5 if drifted else float(self.rung)
+
     def applicable(self, issue: IssueInfo, ctx: RecoveryContext) -> str | None:
         comp = ctx.components.get(issue.component)
         if comp is None or not comp.parameters or comp.reconfigure is None:
