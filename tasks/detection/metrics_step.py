@@ -9,18 +9,21 @@ each score only uses the past.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from storage.issues import AnomalyRecord
-from storage.metrics import read_samples, series_frame
+from storage.metrics import labels_key
 from tasks.detection.base import Anomaly, BaseDetector
 from tasks.detection.behaviour import ProfileDetector, RelationDetector, align
-from tasks.detection.derive import UP, DerivedSeries, derive
+from tasks.detection.derive import UP, DerivedSeries, derive_arrays
 from tasks.detection.down import detect_down
 
 KEY_METRICS = ("*request*:rate", "*latency*:mean", "*error*:rate", "*queue*", "*memory*")
@@ -33,6 +36,7 @@ class MetricDetectionSettings:
     key_metrics: tuple[str, ...] = KEY_METRICS
     relation_params: dict[str, object] = field(default_factory=dict)
     profile_params: dict[str, object] = field(default_factory=dict)
+    freeze_max_s: float = 1800.0
 
 
 @dataclass
@@ -45,25 +49,84 @@ class ComponentWindow:
     newest_ms: int | None
 
 
+_SERIES_SQL = text(
+    "SELECT s.id, s.metric, s.labels, s.kind FROM series s "
+    "JOIN components c ON c.id = s.component_id WHERE c.name = :component"
+)
+# The statement of ``storage.metrics.read_samples`` for one component: an index range per
+# series, so the cost follows the window and not the stored history.
+_SAMPLES_SQL = (
+    "SELECT x.series_id, x.ts, x.value FROM series s "
+    "JOIN components c ON c.id = s.component_id "
+    "JOIN samples x ON x.series_id = s.id "
+    "WHERE c.name = :component AND x.ts >= :start AND x.ts < :end"
+)
+
+
 def read_component(
     engine: Engine, component: str, now_ms: int, lookback_s: float
 ) -> ComponentWindow:
+    """The component's series over ``lookback_s`` before ``now_ms``, derived."""
     start = now_ms - int(lookback_s * 1000)
-    samples = read_samples(engine, start, now_ms + 1, component=component)
-    series = series_frame(engine, component)
-    if samples.empty or series.empty:
+    meta, table = read_arrays(engine, component, start, now_ms + 1)
+    if not len(table) or not meta:
         return ComponentWindow(component, [], pd.Series(dtype=float), None)
-    series["labels"] = series["labels"].map(_labels_text)
-    up_ids = series[(series["metric"] == UP) & (series["labels"] == "{}")]["series_id"]
-    up_rows = samples[samples["series_id"].isin(up_ids)]
-    up = pd.Series(up_rows["value"].to_numpy(float), index=pd.DatetimeIndex(up_rows["ts"]))
-    newest = int(samples["ts"].max().value // 1_000_000)
-    return ComponentWindow(component, derive(samples, series), up.sort_index(), newest)
+    sids, ts_ms, values = table[:, 0].astype(np.int64), table[:, 1].astype(np.int64), table[:, 2]
+    order = np.lexsort((ts_ms, sids))  # as read_samples sorts: by series, then time
+    sids, ts_ms, values = sids[order], ts_ms[order], values[order]
+    index = pd.DatetimeIndex(pd.to_datetime(pd.Series(ts_ms), unit="ms", utc=True), name="ts")
+    up_ids = [sid for sid, (metric, _, labels) in meta.items() if metric == UP and labels == "{}"]
+    is_up = np.isin(sids, up_ids)
+    up = pd.Series(values[is_up], index=index[is_up])
+    newest = int(ts_ms.max())
+    return ComponentWindow(
+        component, derive_arrays(sids, index, values, meta), up.sort_index(), newest
+    )
+
+
+def read_arrays(
+    engine: Engine, component: str, start_ms: int, end_ms: int
+) -> tuple[dict[int, tuple[str, str, str]], np.ndarray]:
+    """The bounded read: the component's series (id → metric, kind, canonical labels) and
+    its samples with ``start_ms <= ts < end_ms`` as an ``(n, 3)`` array (id, ts, value).
+
+    The same rows as ``series_frame`` and ``read_samples`` give, on one connection and
+    straight into arrays: building a frame from the result rows costs more than the query.
+    """
+    with engine.connect() as conn:
+        series = conn.execute(_SERIES_SQL, {"component": component}).all()
+        table = _sample_table(conn, {"component": component, "start": start_ms, "end": end_ms})
+    meta = {int(sid): (metric, kind, _labels_text(labels)) for sid, metric, labels, kind in series}
+    return meta, table
+
+
+def _sample_table(conn: Connection, params: dict[str, object]) -> np.ndarray:
+    """(series_id, ts, value) rows as an ``(n, 3)`` float array.
+
+    The rows come straight from the driver's cursor as plain tuples: numpy converts those
+    in one call, while result rows would have to be re-packed one by one (tens of thousands
+    of short-lived objects a component, which also wake the garbage collector). Epoch
+    milliseconds and ids are exact in a float64 (below 2**53); NULL becomes NaN.
+    """
+    sql = _SAMPLES_SQL
+    if conn.dialect.name != "sqlite":  # sqlite3 takes :name; psycopg wants %(name)s
+        if conn.dialect.paramstyle != "pyformat":
+            rows = [tuple(r) for r in conn.execute(text(sql), params).all()]
+            return np.array(rows, dtype=float).reshape(len(rows), 3)
+        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchall()
+    finally:
+        cursor.close()
+    return np.array(fetched, dtype=float).reshape(len(fetched), 3)
 
 
 def _labels_text(labels: object) -> str:
-    from storage.metrics import labels_key
-
+    """Stored label text → canonical JSON, as ``series_frame`` + ``labels_key`` give it."""
+    if isinstance(labels, str) or labels is None:
+        labels = json.loads(labels) if labels else {}
     return labels_key(labels) if isinstance(labels, dict) else str(labels)
 
 
@@ -98,7 +161,11 @@ def _jsonable(details: dict[str, object]) -> dict[str, object]:
 
 def _split(values: pd.Series, watermark_ms: int) -> tuple[pd.Series, pd.Series]:
     cut = pd.Timestamp(watermark_ms, unit="ms", tz="UTC")
-    return values[values.index <= cut], values[values.index > cut]
+    index = values.index
+    if isinstance(index, pd.DatetimeIndex) and index.is_monotonic_increasing:
+        at = int(index.searchsorted(cut, side="right"))
+        return values.iloc[:at], values.iloc[at:]
+    return values[index <= cut], values[index > cut]
 
 
 def detect_metrics(
@@ -106,19 +173,44 @@ def detect_metrics(
     detectors: Sequence[BaseDetector],
     watermark_ms: int,
     settings: MetricDetectionSettings,
+    frozen: Mapping[str, int] | None = None,
 ) -> list[AnomalyRecord]:
-    """Score each derived series' new points with every detector whose patterns match."""
+    """Score each derived series' new points with every detector whose patterns match.
+
+    ``frozen`` maps a metric with an open issue to the issue's first anomaly (epoch ms):
+    while the issue lasts (at most ``freeze_max_s``), that series' history stops there.
+    Otherwise the anomalous points become the detector's new normal within minutes, and a
+    fault that keeps growing (a leak) stops alarming while it is still there.
+    """
     out = detect_down(window.component, window.up, watermark_ms)
+    todo = []
     for d in window.derived:
         history, new = _split(d.values, watermark_ms)
-        if new.empty:
+        since = (frozen or {}).get(d.name)
+        if since is not None and watermark_ms - since < settings.freeze_max_s * 1000:
+            history, _ = _split(history, since - 1)
+        if not new.empty:
+            todo.append((d, history, new))
+    # Each detector scores all its series at once when it can (``score_many``); the
+    # anomalies are listed as the per-series loop lists them: by series, then detector.
+    found: dict[tuple[int, int], list[Anomaly]] = {}
+    for j, proto in enumerate(detectors):
+        mine = [k for k, (d, _, _) in enumerate(todo) if proto.applies_to(d.name)]
+        if not mine:
             continue
-        for proto in detectors:
-            if not proto.applies_to(d.name):
-                continue
-            det = clone(proto).fit(history)
-            result = det.score(new)
-            out.extend(_record(a, window.component, d, "metric") for a in result.anomalies)
+        histories = [todo[k][1] for k in mine]
+        news = [todo[k][2] for k in mine]
+        many = getattr(proto, "score_many", None)
+        if callable(many):
+            results = many(histories, news)
+        else:
+            results = [clone(proto).fit(h).score(n) for h, n in zip(histories, news, strict=True)]
+        for k, result in zip(mine, results, strict=True):
+            found[(k, j)] = result.anomalies
+    for k, (d, _, _) in enumerate(todo):
+        for j in range(len(detectors)):
+            anomalies = found.get((k, j), [])
+            out.extend(_record(a, window.component, d, "metric") for a in anomalies)
     if settings.behaviour:
         out.extend(detect_behaviour(window, watermark_ms, settings))
     return out
@@ -130,10 +222,20 @@ def key_series(window: ComponentWindow, patterns: Sequence[str]) -> dict[str, pd
     for d in window.derived:
         if any(fnmatch.fnmatchcase(d.name, p) for p in patterns):
             chosen.setdefault(f"{window.component}/{d.name}", []).append(d.values)
-    return {
-        name: pd.concat(parts, axis=1).sum(axis=1, min_count=1) if len(parts) > 1 else parts[0]
-        for name, parts in chosen.items()
-    }
+    return {name: _sum_series(parts) for name, parts in chosen.items()}
+
+
+def _sum_series(parts: list[pd.Series]) -> pd.Series:
+    """Sum over label sets, NaN where no part has a value (the parts' time union)."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0].index
+    if all(p.index.equals(first) for p in parts[1:]):  # scraped together: no alignment
+        stacked = np.vstack([p.to_numpy(dtype=float) for p in parts])
+        present = ~np.isnan(stacked)
+        total = np.where(present, stacked, 0.0).sum(axis=0)
+        return pd.Series(np.where(present.any(axis=0), total, np.nan), index=first)
+    return pd.concat(parts, axis=1).sum(axis=1, min_count=1)
 
 
 def detect_behaviour(
@@ -155,8 +257,8 @@ def detect_behaviour(
     out: list[AnomalyRecord] = []
     for det in (
         RelationDetector(**settings.relation_params),  # type: ignore[arg-type]
-        ProfileDetector(**settings.profile_params),
-    ):  # type: ignore[arg-type]
+        ProfileDetector(**settings.profile_params),  # type: ignore[arg-type]
+    ):
         result = det.fit(history).score(new)
         out.extend(_record(a, window.component, None, "behaviour") for a in result.anomalies)
     return out

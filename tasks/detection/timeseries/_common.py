@@ -11,11 +11,13 @@ metrics; plain integers are taken as a number of points.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from tasks.detection.base import Anomaly, BaseDetector, DetectionResult
 from tasks.severity import severity_from_z
@@ -131,6 +133,17 @@ class SeriesDetector(BaseDetector):
         self.interval_ = interval
         return self
 
+    def score_many(
+        self, histories: Sequence[pd.Series], windows: Sequence[pd.Series]
+    ) -> list[DetectionResult]:
+        """Score independent series: ``[clone(self).fit(h).score(w) for h, w in pairs]``.
+
+        This detector is left as it is. Subclasses may score the pairs together (the
+        detection cycle calls this with every series of a component); the results must be
+        those of the per-series path.
+        """
+        return [clone(self).fit(h).score(w) for h, w in zip(histories, windows, strict=True)]
+
     def score(self, window: pd.Series) -> DetectionResult:
         window = _as_float_series(window)
         history = _before(getattr(self, "history_", window.iloc[:0]), window)
@@ -140,12 +153,23 @@ class SeriesDetector(BaseDetector):
         if len(window) == 0:
             return DetectionResult(pd.Series(dtype=float, index=window.index), [])
         scored = self._score_values(values, both.index, start)
-        raw = np.asarray(scored.scores[start:], dtype=float)
-        raw = np.where(np.isnan(values[start:]), 0.0, np.clip(np.nan_to_num(raw), 0.0, 1.0))
-        scores = pd.Series(raw, index=window.index, name=self.name)
-        z = np.nan_to_num(np.asarray(scored.z[start:], dtype=float), nan=0.0)
         extra = {k: np.asarray(v[start:]) for k, v in (scored.details or {}).items()}
-        return DetectionResult(scores, self._anomalies(window, raw, z, extra))
+        return self._result(window, values[start:], scored.scores[start:], scored.z[start:], extra)
+
+    def _result(
+        self,
+        window: pd.Series,
+        values: np.ndarray,
+        scores: np.ndarray,
+        z: np.ndarray,
+        extra: dict[str, np.ndarray],
+    ) -> DetectionResult:
+        """The window's result from its part of a scoring pass (values, scores, z, details)."""
+        raw = np.asarray(scores, dtype=float)
+        raw = np.where(np.isnan(values), 0.0, np.clip(np.nan_to_num(raw), 0.0, 1.0))
+        out = pd.Series(raw, index=window.index, name=self.name)
+        z = np.nan_to_num(np.asarray(z, dtype=float), nan=0.0)
+        return DetectionResult(out, self._anomalies(window, raw, z, extra))
 
     def _anomalies(
         self, window: pd.Series, scores: np.ndarray, z: np.ndarray, extra: dict[str, np.ndarray]

@@ -24,10 +24,22 @@ the very same files, and below 0 held out (``bench/nab.py``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
+from tasks.detection.base import DetectionResult
+from tasks.detection.timeseries._batch import (
+    lagged_counts,
+    lagged_median_at,
+    lagged_median_bounds,
+    lagged_quantile,
+)
 from tasks.detection.timeseries._common import (
+    ALARM,
     Scored,
     SeriesDetector,
     Span,
@@ -176,3 +188,146 @@ class DefaultDetector(SeriesDetector):
         out = refractory(calibrate(best, self.margin), period_points)
         z = robust_z(values, to_points(self.severity_window, interval, minimum=2), minp)
         return Scored(out, z, {"novelty": best, "feature": which})
+
+    # -- many series at once (the detection cycle) -------------------------------------------
+
+    def score_many(
+        self, histories: Sequence[pd.Series], windows: Sequence[pd.Series]
+    ) -> list[DetectionResult]:
+        """Score independent series together, with the results of one detector per series.
+
+        Series whose kept history and window have the same timestamps (a component's
+        series, scraped together) become the columns of one matrix and are scored in one
+        vectorised pass: the trailing quantiles come from running order statistics while the
+        window still grows (``_batch``), the medians are only computed where a point lies
+        outside the quantile range (elsewhere the novelty cannot be positive and the score
+        is 0), and the severity's robust z only for series that alarm. Anything unusual
+        (other dtypes, an index that is not a DatetimeIndex) takes the per-series path.
+        """
+        pairs = list(zip(histories, windows, strict=True))
+        results: list[DetectionResult | None] = [None] * len(pairs)
+        groups: dict[tuple[Any, ...], list[tuple[int, np.ndarray, pd.Series]]] = {}
+        indexes: dict[tuple[Any, ...], pd.DatetimeIndex] = {}
+        keeps: dict[bytes, int] = {}
+        for i, (history, window) in enumerate(pairs):
+            prepared = self._prepare(history, window, keeps)
+            if prepared is None:
+                results[i] = clone(self).fit(history).score(window)
+                continue
+            key, values, index = prepared
+            groups.setdefault(key, []).append((i, values, window))
+            indexes.setdefault(key, index)
+        for key, members in groups.items():
+            matrix = np.column_stack([values for _, values, _ in members])
+            index = indexes[key]
+            start = len(index) - len(members[0][2])
+            scored = self._score_matrix(matrix, index, start, [w for _, _, w in members])
+            for (i, _, _), result in zip(members, scored, strict=True):
+                results[i] = result
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
+
+    def _prepare(
+        self, history: pd.Series, window: pd.Series, keeps: dict[bytes, int]
+    ) -> tuple[tuple[Any, ...], np.ndarray, pd.DatetimeIndex] | None:
+        """What ``fit(history)`` then ``score(window)`` would score: a group key, the values
+        of history tail + window, and their index (``None``: use the per-series path)."""
+        if not (isinstance(history, pd.Series) and isinstance(window, pd.Series)):
+            return None
+        hidx, widx = history.index, window.index
+        if not (isinstance(hidx, pd.DatetimeIndex) and isinstance(widx, pd.DatetimeIndex)):
+            return None
+        if hidx.dtype != widx.dtype or history.dtype != np.float64 or window.dtype != np.float64:
+            return None
+        if not len(window):
+            return None
+        h_ns, w_ns = hidx.asi8, widx.asi8
+        keep = keeps.get(h_ns.tobytes())
+        if keep is None:  # fit: the tail its history span needs
+            keep = keeps[h_ns.tobytes()] = self._history_span(sampling_interval(hidx))
+        lo = max(len(h_ns) - keep, 0) if keep > 0 else len(h_ns)
+        tail_ns, tail = h_ns[lo:], history.to_numpy()[lo:]
+        tail_idx: pd.DatetimeIndex | None = None
+        if len(tail_ns) and tail_ns[-1] >= w_ns[0]:  # score: drop history overlapping the window
+            before = tail_ns < w_ns[0]
+            tail_ns, tail, tail_idx = tail_ns[before], tail[before], hidx[lo:][before]
+        both_ns = np.concatenate([tail_ns, w_ns])
+        key = (both_ns.tobytes(), len(w_ns), str(hidx.dtype))
+        index = (hidx[lo:] if tail_idx is None else tail_idx).append(widx) if len(tail_ns) else widx
+        return key, np.concatenate([tail, window.to_numpy()]), index
+
+    def _score_matrix(
+        self, values: np.ndarray, index: pd.Index, start: int, windows: list[pd.Series]
+    ) -> list[DetectionResult]:
+        """``_score_values`` and ``_result`` for each column of ``values`` (same index)."""
+        finite = np.isfinite(values) | np.isnan(values)
+        if self.season is not None or not finite.all():
+            out = []
+            for j, window in enumerate(windows):
+                s = self._score_values(values[:, j].copy(), index, start)
+                extra = {k: np.asarray(v[start:]) for k, v in (s.details or {}).items()}
+                out.append(
+                    self._result(window, values[start:, j], s.scores[start:], s.z[start:], extra)
+                )
+            return out
+        interval = sampling_interval(index)
+        window = to_points(self.history, interval, minimum=2)
+        minp = max(int(self.min_points), 2)
+        features = [values]
+        names = ["value"]
+        for span in self.smoothing:
+            names.append(f"mean_{span}")
+            k = to_points(span, interval)
+            features.append(pd.DataFrame(values).rolling(k, min_periods=1).mean().to_numpy())
+        stacked = np.stack([self._novelty_matrix(f, window, minp, start) for f in features])
+        best = stacked.max(axis=0)
+        which = np.asarray(names, dtype=object)[stacked.argmax(axis=0)]
+        period = to_points(self.refractory, interval, minimum=0)
+        calibrated = calibrate(best, self.margin)
+        z_window = to_points(self.severity_window, interval, minimum=2)
+        out = []
+        for j, window_j in enumerate(windows):
+            col = calibrated[:, j]
+            if (col >= ALARM).any():
+                col = refractory(col, period)
+            scores = col[start:]
+            if (scores >= ALARM).any():
+                z = robust_z(values[:, j], z_window, minp)[start:]
+            else:  # only alarms read their z
+                z = np.zeros(len(scores))
+            extra = {"novelty": best[start:, j], "feature": which[start:, j]}
+            out.append(self._result(window_j, values[start:, j], scores, z, extra))
+        return out
+
+    def _novelty_matrix(
+        self, feature: np.ndarray, window: int, minp: int, start: int
+    ) -> np.ndarray:
+        """``novelty`` of every column where a score depends on it; -1 elsewhere.
+
+        A point outside the quantile range has a positive novelty; elsewhere it is at most
+        0 and the score is 0. Before ``start`` (the history) only alarms matter (through the
+        refractory period), and a point is skipped when bounds on the median show that its
+        novelty stays below half the margin.
+        """
+        counts = lagged_counts(feature, window)
+        hi = lagged_quantile(feature, window, minp, self.quantile, counts)
+        lo = lagged_quantile(feature, window, minp, 1.0 - self.quantile, counts)
+        with np.errstate(invalid="ignore"):
+            outside = (feature > hi) | (feature < lo)
+            if self.margin > 0:
+                below, above = lagged_median_bounds(feature, window, counts)
+                half = 0.5 * self.margin
+                may_up = feature - hi >= half * np.maximum(hi - above, 1e-9)
+                may_down = lo - feature >= half * np.maximum(below - lo, 1e-9)
+                outside[:start] &= (may_up | may_down)[:start]
+        rows, cols = np.nonzero(outside)
+        out = np.full(feature.shape, -1.0)
+        if len(rows):
+            med = lagged_median_at(feature, window, counts, rows, cols)
+            f, h, low = feature[rows, cols], hi[rows, cols], lo[rows, cols]
+            eps = 1e-9 * (1.0 + np.abs(np.nan_to_num(med)))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                up = (f - h) / np.maximum(h - med, eps)
+                down = (low - f) / np.maximum(med - low, eps)
+                out[rows, cols] = np.nan_to_num(np.fmax(up, down), nan=-1.0)
+        return out
