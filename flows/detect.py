@@ -18,6 +18,7 @@ from storage.issues import (
     AnomalyRecord,
     get_watermarks,
     load_active_issues,
+    open_metric_issue_starts,
     recent_cutoff,
     save_anomalies,
     save_issues,
@@ -61,6 +62,7 @@ def run_shard(engine: Engine, plan: ShardPlan) -> ShardResult:
     streams = [s for c in plan.components for s in (f"metrics:{c}", f"logs:{c}")]
     with engine.connect() as conn:
         marks = get_watermarks(conn, streams)
+        baselines = open_metric_issue_starts(conn, plan.components)
     result = ShardResult()
     default_mark = plan.now_ms - plan.first_run_ms
     for comp in plan.components:
@@ -68,7 +70,9 @@ def run_shard(engine: Engine, plan: ShardPlan) -> ShardResult:
             mkey = f"metrics:{comp}"
             wm = marks.get(mkey, default_mark)
             window = read_component(engine, comp, plan.now_ms, plan.metrics.lookback_s)
-            result.anomalies += detect_metrics(window, detectors, wm, plan.metrics)
+            result.anomalies += detect_metrics(
+                window, detectors, wm, plan.metrics, baselines.get(comp)
+            )
             result.watermarks[mkey] = max(wm, window.newest_ms or wm)
             lkey = f"logs:{comp}"
             lwm = marks.get(lkey, default_mark)

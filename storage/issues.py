@@ -259,3 +259,23 @@ def add_feedback(conn: Connection, issue_id: int, verdict: str, by: str, note: s
 
 def recent_cutoff(now: datetime, seconds: float) -> datetime:
     return now - timedelta(seconds=seconds)
+
+
+def open_metric_issue_starts(
+    conn: Connection, components: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """component → {metric signature → first_seen (epoch ms)} of its active metric issues."""
+    t = Issue.__table__
+    stmt = select(t.c.component, t.c.signature, t.c.first_seen).where(
+        t.c.kind == "metric", t.c.status.in_(ACTIVE), t.c.component.in_(list(components))
+    )
+    out: dict[str, dict[str, int]] = {}
+    for comp, sig, first in conn.execute(stmt):
+        if first.tzinfo is None:
+            from datetime import UTC
+
+            first = first.replace(tzinfo=UTC)
+        ms = int(first.timestamp() * 1000)
+        prev = out.setdefault(comp, {}).get(sig)
+        out[comp][sig] = ms if prev is None else min(prev, ms)
+    return out

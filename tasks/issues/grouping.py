@@ -204,6 +204,9 @@ def group(
                 last_seen=ts,
                 actionable_at=max(ts, now) + timedelta(seconds=policy.group_wait),
             )
+            if silenced:
+                # Remembered after the issue resolves: it never needed anyone.
+                issue.details["silenced_until"] = until.isoformat()  # type: ignore[union-attr]
             by_fp[a.fingerprint] = issue
             out.opened.append(a.fingerprint)
         elif issue.status == "resolved":
@@ -216,6 +219,7 @@ def group(
         elif issue.status == "silenced" and not silenced:
             # The silence is over and the symptom is still there: now it is an issue.
             issue.status = "open"
+            issue.details.pop("silenced_until", None)
             issue.actionable_at = now + timedelta(seconds=policy.group_wait)
             out.reopened.append(a.fingerprint)
         issue.anomaly_count += 1

@@ -284,25 +284,42 @@ def serve(comp: Component, port: int) -> None:
     comp.log.info("%s listening on 127.0.0.1:%d", comp.name, port)
 
 
-def load_loop(comp: Component) -> None:
-    """Handle ``rate`` requests per second until stopped."""
+def load_loop(comp: Component, max_backlog: int = 50) -> None:
+    """Serve ``rate`` requests per second until stopped.
+
+    Requests arrive on the clock, not when this loop gets the CPU: after a stall (the
+    machine is busy) the requests that arrived meanwhile are served in a burst, so the
+    request rate a scrape sees does not dip because the simulator was descheduled. Past
+    ``max_backlog`` they are dropped and counted as errors, as an overloaded service would.
+    """
     interval = 1.0 / comp.rate
     next_config_check = 0.0
+    due = time.monotonic()
+    leak_at = time.monotonic()
     while True:
-        t0 = time.perf_counter()
         now = time.time()
         if now >= next_config_check:
             comp.reload_config()
             next_config_check = now + 1.0
         leak = comp.faults.get("leak_mb_per_s")
+        mono = time.monotonic()
         if leak:
-            comp.leaked += int(leak * 1_000_000 * interval)
+            comp.leaked += int(leak * 1_000_000 * (mono - leak_at))
+        leak_at = mono
         burst = comp.faults.pop("error_burst", 0)
         for i in range(burst):
             comp.log.error("java.lang.OutOfMemoryError: Java heap space (proof cache block %d)", i)
-        comp.handle_request()
-        spent = time.perf_counter() - t0
-        time.sleep(max(interval - spent, 0.0))
+        arrived = 0
+        while due <= mono and arrived < max_backlog:
+            comp.handle_request()
+            due += interval
+            arrived += 1
+        if due <= mono:  # still behind after max_backlog: shed the rest
+            dropped = int((mono - due) / interval) + 1
+            comp.requests.inc(dropped)
+            comp.errors.inc(dropped)
+            due += dropped * interval
+        time.sleep(max(due - time.monotonic(), 0.0))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,10 +131,12 @@ def validate_fix(
         return Validation(v.ok, f"healthy; {v.detail}", waited)
     if issue.kind != "down" and comp.health.metrics_url:
         m = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
+        # Fixed means clearly better: at most half the error ratio seen before the action
+        # (or under 1 %); "no worse" would call a failing component that stays failing fixed.
         if (
             m.error_ratio is not None
             and error_ratio_before is not None
-            and m.error_ratio > max(error_ratio_before, 0.01)
+            and m.error_ratio > max(error_ratio_before / 2, 0.01)
         ):
             return Validation(
                 False,

@@ -1,0 +1,1 @@
+"""``selfheal demo``: heal a simulated HMS platform end to end (see ``runner``)."""

@@ -1,0 +1,371 @@
+"""``selfheal demo``: start the platform, a Prefect server, ``selfheal serve`` and the
+dashboard; run the detection cycle every few seconds; inject a scripted sequence of faults;
+answer approvals the way an operator would (``flows.api.approve_recovery``, the code path
+of ``selfheal approve``); print a verdict per fault and exit non-zero if a fault was
+missed or not healed."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flows.demo.settings import demo_config
+from flows.runtime import selfheal_home
+from tasks.platform_sim.faults import SCRIPT, FaultSpec, inject
+
+WARMUP_S = 20.0
+SETTLE_S = 2.0
+CYCLE_S = 3.0
+APPROVAL_DELAY_S = 1.0  # how long the "operator" looks at a pending approval first
+OPERATOR = "demo-operator"
+
+
+def say(text: str) -> None:
+    print(f"{datetime.now(UTC):%H:%M:%S}  {text}", flush=True)
+
+
+@dataclass
+class FaultRun:
+    spec: FaultSpec
+    injection_id: int
+    injected_at: datetime
+    done_at: datetime | None = None
+    healed: bool = False
+
+
+@dataclass
+class DemoState:
+    run_id: str
+    workdir: Path
+    config_path: Path
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    faults: list[FaultRun] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)
+    seen_approvals: dict[str, float] = field(default_factory=dict)
+
+
+def free_or(port: int) -> int:
+    from flows.prefect_server import port_in_use
+    from tasks.platform_sim.launcher import free_port
+
+    return port if not port_in_use("127.0.0.1", port) else free_port()
+
+
+def launch_serve(config_path: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``selfheal serve`` for the recover deployment (the cycle runs here, in process)."""
+    argv = [
+        sys.executable,
+        "-m",
+        "flows.cli",
+        "serve",
+        "--config",
+        str(config_path),
+        "--no-cycle",
+        "--no-dashboard",
+    ]
+    with log.open("ab") as fh:
+        return subprocess.Popen(
+            argv, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def answer_approvals(state: DemoState, mode: str) -> None:
+    """Show pending approvals, then answer them through the same path as the CLI."""
+    from flows.api import approve_recovery, list_approvals
+
+    now = time.monotonic()
+    for a in list_approvals(pending_only=True, config_path=str(state.config_path)):
+        aid = a["id"]
+        if aid in state.answered or not a.get("ui_url"):
+            continue  # answered, or its run is not waiting yet (it then carries its link)
+        if aid not in state.seen_approvals:
+            state.seen_approvals[aid] = now
+            say(f"approval pending: {aid} [{a['severity']}] {a['proposed_action']}")
+            say(f"    answer in the Prefect UI: {a['ui_url']}  or: selfheal approve {aid}")
+        if now - state.seen_approvals[aid] < APPROVAL_DELAY_S:
+            continue
+        result = approve_recovery(
+            aid,
+            reason=f"approved by the demo ({mode} mode)",
+            by=OPERATOR,
+            config_path=str(state.config_path),
+        )
+        state.answered.add(aid)
+        say(f"approved {aid} as {OPERATOR}: {result['run']}")
+
+
+def fault_healed(state: DemoState, run: FaultRun) -> bool:
+    from flows.runtime import open_runtime
+    from storage.issues import issues_frame
+    from storage.recoveries import recoveries_frame
+
+    rt = open_runtime(str(state.config_path))
+    try:
+        rec = recoveries_frame(rt.engine)
+        issues = issues_frame(rt.engine)
+    finally:
+        rt.close()
+    comps = {run.spec.component, *run.spec.affects}
+    ids = set(issues[issues["component"].isin(comps)]["id"])
+    ok = rec[
+        (rec["status"] == "succeeded")
+        & rec["issue_id"].isin(ids)
+        & (rec["created_at"] >= run.injected_at)
+    ]
+    return not ok.empty
+
+
+def record_fault(state: DemoState, spec: FaultSpec, detail: dict[str, Any]) -> FaultRun:
+    from flows.runtime import open_runtime
+    from storage.faults import record_injection
+
+    now = datetime.now(UTC)
+    rt = open_runtime(str(state.config_path))
+    try:
+        with rt.engine.begin() as conn:
+            iid = record_injection(
+                conn,
+                state.run_id,
+                spec.component,
+                spec.name,
+                spec.expected_strategy,
+                now,
+                {**detail, "affects": list(spec.affects), "description": spec.description},
+            )
+    finally:
+        rt.close()
+    return FaultRun(spec, iid, now)
+
+
+def report(state: DemoState) -> int:
+    import pandas as pd
+
+    from flows.api import get_status
+    from flows.runtime import open_runtime
+    from storage.approvals import approvals_frame
+    from storage.faults import faults_frame
+    from storage.issues import anomalies_frame, issues_frame
+    from storage.recoveries import recoveries_frame
+    from tasks.platform_sim.verdicts import evaluate, table
+    from tasks.severity import Severity
+
+    rt = open_runtime(str(state.config_path))
+    try:
+        faults = faults_frame(rt.engine, state.run_id)
+        verdicts, fps = evaluate(
+            faults,
+            anomalies_frame(rt.engine),
+            issues_frame(rt.engine),
+            recoveries_frame(rt.engine),
+            approvals_frame(rt.engine),
+            end=pd.Timestamp.now(tz="UTC"),
+            start=pd.Timestamp(state.started) + pd.Timedelta(seconds=WARMUP_S),
+        )
+        status = get_status(rt=rt)
+    finally:
+        rt.close()
+    print()
+    print(table(verdicts))
+    print()
+    missed = [v for v in verdicts if not v.detected]
+    unhealed = [v for v in verdicts if not v.recovered]
+    not_run = len(SCRIPT) - len(verdicts)
+    print(
+        f"faults: {len(verdicts)} injected, {len(verdicts) - len(missed)} detected, "
+        f"{len(verdicts) - len(unhealed)} healed"
+        + (f", {not_run} not run (time ran out)" if not_run else "")
+    )
+    floor = Severity.parse(json.loads(state.config_path.read_text())["recovery"]["min_severity"])
+    acted = [f for f in fps if Severity.parse(f["severity"]) >= floor]
+    print(
+        f"false positives: {len(acted)} at or above {floor.label} (would be acted on), "
+        f"{len(fps) - len(acted)} below (informational only)"
+        + "".join(f"\n    #{f['id']} {f['severity']} {f['title']}" for f in acted)
+    )
+    rate = status["auto_healing_rate"]
+    mttr = status["mean_time_to_recover_s"]
+    print(
+        f"auto-healing rate: {'n/a' if rate is None else f'{rate:.0f} %'} "
+        f"({status['healed_automatically']} of {status['issues_acted_on']} issues healed "
+        f"with no human); mean time to recover: {'n/a' if mttr is None else f'{mttr:.1f} s'}"
+    )
+    summary = {
+        "verdicts": [v.as_dict() for v in verdicts],
+        "false_positives": len(acted),
+        "false_positives_informational": len(fps) - len(acted),
+        "status": status,
+        "not_run": not_run,
+    }
+    (state.workdir / "demo-result.json").write_text(json.dumps(summary, indent=2, default=str))
+    ok = not missed and not unhealed and not not_run
+    print(f"demo {'PASSED' if ok else 'FAILED'} (details: {state.workdir / 'demo-result.json'})")
+    return 0 if ok else 1
+
+
+class Operator(threading.Thread):
+    """Answers approvals the moment they are worth answering (polls every half second),
+    through ``flows.api.approve_recovery``: the code path of ``selfheal approve``."""
+
+    def __init__(self, state: DemoState, mode: str) -> None:
+        super().__init__(name="demo-operator", daemon=True)
+        self.state, self.mode = state, mode
+        self.stopping = threading.Event()
+        # Prefect's settings (the API URL) live in context variables, which a new thread
+        # does not inherit: run the loop in a copy of the creator's context.
+        self.context = contextvars.copy_context()
+
+    def run(self) -> None:
+        self.context.run(self._loop)
+
+    def _loop(self) -> None:
+        while not self.stopping.wait(0.5):
+            try:
+                answer_approvals(self.state, self.mode)
+            except Exception as exc:  # noqa: BLE001 - keep answering; say what went wrong
+                say(f"operator: {type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(10)
+
+
+def run_demo(
+    mode: str = "supervised", duration: float = 240.0, seed: int = 0, keep_running: bool = False
+) -> int:
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
+
+    from flows.config_load import build_config
+    from flows.dashboard.server import DashboardServer
+    from flows.launch import deployment_available
+    from flows.prefect_server import LocalPrefectServer
+    from storage.engine import sqlite_url_for
+    from tasks.platform_sim.launcher import start_platform
+
+    rng = random.Random(seed)
+    home = selfheal_home()
+    run_id = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-seed{seed}"
+    workdir = home / "demo" / run_id
+    workdir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + duration
+    with ExitStack() as stack:
+        say(f"demo {run_id} in {workdir} (mode {mode}, seed {seed})")
+        api_url = os.environ.get("PREFECT_API_URL")
+        server = None
+        if not api_url:
+            # The server takes several seconds to start: start the platform meanwhile.
+            server = LocalPrefectServer(workdir / "prefect", free_or(4200))
+            say(f"starting a local Prefect server on {server.ui_url}")
+            starter = threading.Thread(target=server.start, name="prefect-server")
+            starter.start()
+            stack.callback(server.stop)
+            api_url = server.api_url
+        # 10 requests/s per component: enough signal, and CPU left for Prefect on 2 cores.
+        platform = start_platform(workdir / "platform", rate=10, seed=seed)
+        stack.callback(platform.stop)
+        say("platform up: " + ", ".join(f"{n} :{s.port}" for n, s in platform.services.items()))
+        config = demo_config(platform, sqlite_url_for(workdir / "selfheal.db"), mode)
+        build_config(config, environ={})  # the demo's own configuration must validate
+        config_path = workdir / "selfheal.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        state = DemoState(run_id, workdir, config_path)
+        if server is not None:
+            starter.join()
+            if not server.process or server.process.poll() is not None:
+                raise RuntimeError(f"the Prefect server did not start; see {server.log_path}")
+        # In-process cycles need no heartbeat (it costs a second per run).
+        stack.enter_context(
+            temporary_settings(
+                updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+            )
+        )
+        env = {**os.environ, "PREFECT_API_URL": api_url, "SELFHEAL_HOME": str(home)}
+        serve = launch_serve(config_path, env, workdir / "serve.log")
+        stack.callback(stop_process, serve)
+        dash = DashboardServer(str(config_path), port=free_or(8080))
+        dash.start_in_thread()
+        stack.callback(dash.stop)
+        say(f"dashboard on {dash.url}; Prefect UI on {api_url.removesuffix('/api')}")
+        if mode in ("supervised", "manual"):
+            operator = Operator(state, mode)
+            operator.start()
+            stack.callback(operator.stop)
+
+        from flows.cycle import cycle
+
+        say(f"warming up for {WARMUP_S:.0f} s (detectors learn the normal range)")
+        script = list(SCRIPT)
+        next_at = time.monotonic() + WARMUP_S
+        current: FaultRun | None = None
+        served = False
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            result = cycle(str(config_path))
+            for issue in result.get("new_issues", []):
+                say(f"issue #{issue['id']} [{issue['severity']}] {issue['title']}")
+            if not served and deployment_available():
+                served = True
+                say("selfheal serve is serving the recover deployment")
+            if current is not None and current.done_at is None:
+                age = (datetime.now(UTC) - current.injected_at).total_seconds()
+                over = age > current.spec.timeout_s
+                if fault_healed(state, current) or over:
+                    current.done_at = datetime.now(UTC)
+                    current.healed = not over
+                    say(
+                        f"fault {current.spec.name}: "
+                        + ("healed" if current.healed else "NOT healed in time")
+                    )
+                    next_at = time.monotonic() + SETTLE_S + rng.uniform(0, 1.5)
+            ready = current is None or current.done_at is not None
+            if ready and served and time.monotonic() >= next_at:
+                if not script:
+                    break
+                spec = script.pop(0)
+                try:
+                    detail = inject(spec, platform)
+                except Exception as exc:  # noqa: BLE001 - e.g. the component is still down
+                    say(f"could not inject {spec.name} on {spec.component}: {exc}")
+                    detail = {"error": f"not injected: {exc}"}
+                current = record_fault(state, spec, detail)
+                state.faults.append(current)
+                say(f"injected {spec.name} on {spec.component}: {spec.description}")
+            time.sleep(max(0.0, CYCLE_S - (time.monotonic() - t0)))
+        else:
+            say("time is up")
+        code = report(state)
+        if keep_running:
+            say("still running: Ctrl-C stops the platform, serve, the server and the dashboard")
+            try:
+                while True:
+                    cycle(str(config_path))
+                    time.sleep(CYCLE_S)
+            except KeyboardInterrupt:
+                say("stopping")
+        return code

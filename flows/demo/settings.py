@@ -1,0 +1,87 @@
+"""The demo's configuration: the platform's three components, short intervals.
+
+Intervals are scaled down so a whole run fits in about three minutes: a 3 s cycle, detectors
+that need 15 points of history instead of 60, restarts that back off from 1 s instead of
+10 s. Everything else is the production code path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.platform_sim.launcher import Platform
+
+PARAMETERS = {
+    "pool_size": {"min": 1, "max": 64, "default": 8, "type": "int"},
+    "timeout_ms": {"min": 50, "max": 5000, "default": 500, "type": "int"},
+    "cache_size": {"min": 16, "max": 4096, "default": 256, "type": "int"},
+}
+
+
+def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
+    comps: dict[str, Any] = {}
+    for name, svc in platform.services.items():
+        comp: dict[str, Any] = {
+            "metrics_url": f"{svc.url}/metrics",
+            "log_paths": [str(svc.log_path)],
+            "health": {"url": f"{svc.url}/health", "timeout": 1.0},
+            "restart_command": {"argv": svc.restart_argv, "timeout": 20},
+            "parameters": PARAMETERS,
+            "reconfigure": {"json_file": str(svc.config_path)},
+        }
+        comps[name] = comp
+    pe = platform.services.get("proof_engine")
+    if pe is not None and "theorem_repository" in platform.services:
+        comps["proof_engine"]["depends_on"] = ["theorem_repository"]
+        comps["proof_engine"]["isolate"] = {
+            "http": {"url": f"{pe.url}/dependency", "json_body": {"enabled": False}}
+        }
+        comps["proof_engine"]["restore"] = {
+            "http": {"url": f"{pe.url}/dependency", "json_body": {"enabled": True}}
+        }
+    return {
+        "mode": mode,
+        "database_url": db_url,
+        "detection_interval": 3,
+        "max_concurrent_recoveries": 3,
+        "quarantine_period": 60,
+        "approval_timeout": 120,
+        "metrics_history_days": 1,
+        "components": comps,
+        "ingest": {"retries": 0, "scrape_timeout": 1.0},
+        "detection": {
+            "lookback": 600,
+            "detectors": [
+                {
+                    "name": "default",
+                    "params": {
+                        "history": "10min",
+                        "smoothing": ["10s", "30s"],
+                        "season": None,
+                        # The cycle's defaults, on a 10-minute history of 3 s points.
+                        "refractory": "0s",
+                        "min_points": 15,
+                        "severity_window": "10min",
+                        "quantile": 0.98,
+                        "margin": 1.5,
+                    },
+                }
+            ],
+            "group_wait": 2,
+            "resolve_after": 20,
+            "flap_window": 60,
+            "correlation_window": 20,
+            "action_grace": 15,
+        },
+        "recovery": {
+            "validation_timeout": 10,
+            "validation_poll": 0.5,
+            "settle_time": 1.5,
+            "measure_time": 2,
+            "max_inline_backoff": 10,
+            "cooldown": 20,
+            "min_severity": "medium",
+            "backoff": {"base": 1, "cap": 4, "reset_after": 60, "max_restarts": 2, "window": 120},
+            "breaker": {"wait_in_open": 20, "minimum_calls": 2, "permitted_in_half_open": 2},
+        },
+    }
