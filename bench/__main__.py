@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 
-from bench.common import write_results
+from bench.common import update_readme, write_results
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
 BENCHMARKS = ["ingest", "loghub", "nab", "detect"]
@@ -57,8 +57,11 @@ def main(argv: list[str]) -> int:
             print(f"   {key:<40} {value}")
         figures.update(result)
     figures["bench.quick"] = int(quick)
-    path = write_results(figures, markdown_table(figures, seconds))
+    table = markdown_table(figures, seconds)
+    path = write_results(figures, table)
     print(f"\nwrote {path} and {path.with_suffix('.md')}")
+    if not only and not failed and update_readme(table):
+        print("updated the README's performance section")
     print(json.dumps({k: round(v, 1) for k, v in seconds.items()}))
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)

@@ -32,3 +32,20 @@ def write_results(figures: dict[str, float], markdown: str) -> Path:
     path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
     (RESULTS / "latest.md").write_text(markdown)
     return path
+
+
+README = REPO / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def update_readme(markdown: str, readme: Path = README) -> bool:
+    """Replace the README's generated performance section (between the markers)."""
+    if not readme.exists():
+        return False
+    text = readme.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{START}\n{markdown.rstrip()}\n{END}{tail}")
+    return True

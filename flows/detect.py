@@ -141,6 +141,7 @@ def persist_detection(
                 "title": i.title,
                 "first_seen": i.first_seen.isoformat(),
                 "anomalies": i.anomaly_count,
+                "status": i.status,
             }
             for i in new
         ],

@@ -328,7 +328,12 @@ def run_demo(
             t0 = time.monotonic()
             result = cycle(str(config_path))
             for issue in result.get("new_issues", []):
-                say(f"issue #{issue['id']} [{issue['severity']}] {issue['title']}")
+                quiet = (
+                    " (silenced: a side effect of a recovery in progress)"
+                    if issue.get("status") == "silenced"
+                    else ""
+                )
+                say(f"issue #{issue['id']} [{issue['severity']}] {issue['title']}{quiet}")
             if not served and deployment_available():
                 served = True
                 say("selfheal serve is serving the recover deployment")

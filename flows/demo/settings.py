@@ -60,7 +60,7 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
                         "season": None,
                         # The cycle's defaults, on a 10-minute history of 3 s points.
                         "refractory": "0s",
-                        "min_points": 15,
+                        "min_points": 10,
                         "severity_window": "10min",
                         "quantile": 0.98,
                         "margin": 1.5,
