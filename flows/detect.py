@@ -13,7 +13,8 @@ from prefect.futures import wait
 from sqlalchemy import Engine
 
 from flows.config import SelfHealConfig
-from flows.runtime import Runtime, open_runtime
+from flows.runtime import Runtime, database_url, open_runtime
+from storage.engine import make_engine
 from storage.issues import (
     AnomalyRecord,
     get_watermarks,
@@ -87,6 +88,42 @@ def run_shard(engine: Engine, plan: ShardPlan) -> ShardResult:
 @task(name="detect-shard", **_TASK_OPTS)
 def detect_shard_task(engine: Engine, plan: ShardPlan) -> ShardResult:
     return run_shard(engine, plan)
+
+
+@task(name="detect-shard-remote", **_TASK_OPTS)
+def detect_shard_remote_task(db_url: str, plan: ShardPlan) -> ShardResult:
+    """The shard task for another process or host: it opens its own engine."""
+    engine = make_engine(db_url)
+    try:
+        return run_shard(engine, plan)
+    finally:
+        engine.dispose()
+
+
+@flow(name="detect-shards", description="Detection shards spread over a Dask cluster.")
+def detect_shards_flow(db_url: str, plans: list[ShardPlan]) -> list[ShardResult]:
+    futures = [detect_shard_remote_task.submit(db_url, plan) for plan in plans]
+    wait(futures)
+    out = []
+    for fut in futures:
+        if fut.state.is_completed():
+            out.append(fut.result())
+        else:
+            get_run_logger().error("detection shard failed: %s", fut.state.message)
+    return out
+
+
+def detect_shards_on_dask(db_url: str, plans: list[ShardPlan], address: str) -> list[ShardResult]:
+    """Run the shards on the Dask cluster at ``address`` (a subflow with a Dask runner)."""
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise RuntimeError(
+            "detection.dask_address is set but prefect-dask is not installed: "
+            "pip install 'selfheal[dask]'"
+        ) from None
+    runner = DaskTaskRunner(address=address)
+    return detect_shards_flow.with_options(task_runner=runner)(db_url, plans)
 
 
 @dataclass
@@ -210,15 +247,22 @@ def run_detection(rt: Runtime, now: datetime | None = None) -> GroupSummary:
     logger = get_run_logger()
     now = now or datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
-    futures = [detect_shard_task.submit(rt.engine, plan) for plan in shard_plans(rt, now_ms)]
-    wait(futures)
+    plans = shard_plans(rt, now_ms)
+    address = rt.config.detection.dask_address
+    if address:
+        results = detect_shards_on_dask(database_url(rt.config), plans, address)
+    else:
+        futures = [detect_shard_task.submit(rt.engine, plan) for plan in plans]
+        wait(futures)
+        results = []
+        for fut in futures:
+            if fut.state.is_completed():
+                results.append(fut.result())
+            else:
+                logger.error("detection shard failed: %s", fut.state.message)
     anomalies: list[AnomalyRecord] = []
     marks: dict[str, int] = {}
-    for fut in futures:
-        if not fut.state.is_completed():
-            logger.error("detection shard failed: %s", fut.state.message)
-            continue
-        res = fut.result()
+    for res in results:
         anomalies += res.anomalies
         marks.update(res.watermarks)
         for err in res.errors:
