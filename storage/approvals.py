@@ -47,7 +47,7 @@ def create_approval(conn: Connection, **values: Any) -> str:
 
 
 def get_approval(engine: Engine | Connection, approval_id: str) -> dict[str, Any]:
-    stmt = select(Approval.__table__).where(Approval.__table__.c.id == approval_id)
+    stmt = select(Approval.table()).where(Approval.table().c.id == approval_id)
     if isinstance(engine, Connection):
         row = engine.execute(stmt).mappings().first()
     else:
@@ -69,7 +69,7 @@ def decide(
     """Record the decision if the approval is still pending (first answer wins)."""
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}")
-    t = Approval.__table__
+    t = Approval.table()
     result = conn.execute(
         update(t)
         .where(t.c.id == approval_id, t.c.decision == "pending")
@@ -82,14 +82,14 @@ def decide(
 
 
 def set_flow_run(conn: Connection, approval_id: str, flow_run_id: str, ui_url: str | None) -> None:
-    t = Approval.__table__
+    t = Approval.table()
     conn.execute(
         update(t).where(t.c.id == approval_id).values(flow_run_id=flow_run_id, ui_url=ui_url)
     )
 
 
 def approvals_frame(engine: Engine | Connection, pending_only: bool = False) -> pd.DataFrame:
-    t = Approval.__table__
+    t = Approval.table()
     cols = [c.name for c in t.columns]
     stmt = select(t).order_by(t.c.requested_at)
     if pending_only:

@@ -61,7 +61,7 @@ def audit(
 
 
 def audit_frame(engine: Engine | Connection, issue_id: int | None = None) -> pd.DataFrame:
-    t = AuditEvent.__table__
+    t = AuditEvent.table()
     cols = [c.name for c in t.columns]
     stmt = select(t).order_by(t.c.id)
     if issue_id is not None:

@@ -15,7 +15,7 @@ from storage.types import utcnow
 
 
 def load_breaker(conn: Connection, name: str, for_update: bool = False) -> dict[str, Any] | None:
-    t = BreakerRow.__table__
+    t = BreakerRow.table()
     stmt = select(t.c.body).where(t.c.name == name)
     if for_update and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
@@ -26,7 +26,7 @@ def load_breaker(conn: Connection, name: str, for_update: bool = False) -> dict[
 def save_breaker(conn: Connection, name: str, body: dict[str, Any]) -> None:
     ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    stmt = ins(BreakerRow.__table__).values(
+    stmt = ins(BreakerRow.table()).values(
         name=name, state=body["state"], body=body, updated_at=now
     )
     conn.execute(
@@ -38,7 +38,7 @@ def save_breaker(conn: Connection, name: str, body: dict[str, Any]) -> None:
 
 
 def breakers_frame(engine: Engine | Connection) -> pd.DataFrame:
-    t = BreakerRow.__table__
+    t = BreakerRow.table()
     return _frame(
         engine,
         select(t.c.name, t.c.state, t.c.updated_at).order_by(t.c.name),

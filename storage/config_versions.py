@@ -22,13 +22,13 @@ def _row(row: Any) -> dict[str, Any]:
 
 
 def active_version(conn: Connection) -> dict[str, Any] | None:
-    t = ConfigVersion.__table__
+    t = ConfigVersion.table()
     row = conn.execute(select(t).where(t.c.active.is_(True))).first()
     return _row(row) or None
 
 
 def get_version(conn: Connection, version_id: int) -> dict[str, Any]:
-    t = ConfigVersion.__table__
+    t = ConfigVersion.table()
     row = conn.execute(select(t).where(t.c.id == version_id)).first()
     if row is None:
         raise LookupError(f"no configuration version {version_id}")
@@ -36,7 +36,7 @@ def get_version(conn: Connection, version_id: int) -> dict[str, Any]:
 
 
 def activate(conn: Connection, version_id: int, when: datetime | None = None) -> None:
-    t = ConfigVersion.__table__
+    t = ConfigVersion.table()
     get_version(conn, version_id)  # raises for an unknown id
     conn.execute(update(t).where(t.c.active.is_(True)).values(active=False))
     conn.execute(
@@ -74,7 +74,7 @@ def create_version(
 
 def previous_active(conn: Connection) -> dict[str, Any] | None:
     """The version that was active before the current one (latest earlier activation)."""
-    t = ConfigVersion.__table__
+    t = ConfigVersion.table()
     current = active_version(conn)
     stmt = select(t).where(t.c.activated_at.is_not(None), t.c.active.is_(False))
     if current is not None and current.get("activated_at") is not None:
@@ -84,7 +84,7 @@ def previous_active(conn: Connection) -> dict[str, Any] | None:
 
 
 def versions_frame(engine: Engine | Connection) -> pd.DataFrame:
-    t = ConfigVersion.__table__
+    t = ConfigVersion.table()
     cols = ["id", "created_at", "source", "active", "activated_at", "note", "metrics"]
     df = _frame(engine, select(*(t.c[c] for c in cols)).order_by(t.c.id), {}, cols)
     for c in ("created_at", "activated_at"):

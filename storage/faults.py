@@ -36,12 +36,12 @@ def record_injection(
 
 
 def mark_cleared(conn: Connection, injection_id: int, when: datetime) -> None:
-    t = FaultInjection.__table__
+    t = FaultInjection.table()
     conn.execute(update(t).where(t.c.id == injection_id).values(cleared_at=when))
 
 
 def faults_frame(engine: Engine | Connection, run: str | None = None) -> pd.DataFrame:
-    t = FaultInjection.__table__
+    t = FaultInjection.table()
     cols = [c.name for c in t.columns]
     stmt = select(t).order_by(t.c.id)
     if run is not None:

@@ -205,7 +205,7 @@ def set_watermarks(conn: Connection, marks: dict[str, int]) -> None:
 def issues_frame(engine: Engine | Connection, status: Sequence[str] | None = None) -> pd.DataFrame:
     """Issues as a frame; times are UTC timestamps and ``details`` a dict."""
     cols = ["id", *_ISSUE_FIELDS]
-    table = Issue.__table__
+    table = Issue.table()
     stmt = select(*(table.c[c] for c in cols)).order_by(table.c.id)
     if status:
         stmt = stmt.where(table.c.status.in_(list(status)))
@@ -265,7 +265,7 @@ def open_metric_issue_starts(
     conn: Connection, components: Sequence[str]
 ) -> dict[str, dict[str, int]]:
     """component → {metric signature → first_seen (epoch ms)} of its active metric issues."""
-    t = Issue.__table__
+    t = Issue.table()
     stmt = select(t.c.component, t.c.signature, t.c.first_seen).where(
         t.c.kind == "metric", t.c.status.in_(ACTIVE), t.c.component.in_(list(components))
     )

@@ -34,13 +34,13 @@ class TailPosition:
 
 
 def get_or_create_source(conn: Connection, path: str, component: str) -> TailPosition:
-    table = LogSource.__table__
+    table = LogSource.table()
     query = select(table).where(table.c.path == path)
     row = conn.execute(query).mappings().first()
     if row is None:
         ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         conn.execute(
-            ins(LogSource.__table__)
+            ins(LogSource.table())
             .values(
                 path=path,
                 component=component,
@@ -106,7 +106,7 @@ def commit_batch(
             for g, off, ts, level, tid, msg in events
         ]
         ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        table = LogEvent.__table__
+        table = LogEvent.table()
         # RETURNING counts the rows really inserted on both backends (rowcount of an
         # executemany is not reliable on psycopg).
         stmt = ins(table).on_conflict_do_nothing().returning(table.c.id)
@@ -187,7 +187,7 @@ class TemplateUpdate:
 
 
 def load_miner_state(conn: Connection, component: str) -> dict[str, object] | None:
-    table = LogMiner.__table__
+    table = LogMiner.table()
     row = conn.execute(select(table.c.state).where(table.c.component == component)).first()
     return None if row is None else row[0]
 
@@ -198,13 +198,13 @@ def save_miner_state(
     """Store the miner and its templates' counts, in the caller's transaction."""
     ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    stmt = ins(LogMiner.__table__).values(component=component, state=state, updated_at=now)
+    stmt = ins(LogMiner.table()).values(component=component, state=state, updated_at=now)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["component"], set_={"state": stmt.excluded.state, "updated_at": now}
         )
     )
-    table = LogTemplate.__table__
+    table = LogTemplate.table()
     for u in updates:
         stmt = ins(table).values(
             component=component,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, select, text
+from sqlalchemy import Connection, Engine, Executable, bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -62,7 +63,7 @@ class SeriesResolver:
                     }
                     for k in missing
                 ]
-                _insert_ignore(conn, Series.__table__, rows)
+                _insert_ignore(conn, Series.table(), rows)
                 self._load_series(conn, set(missing))
         return self.series_ids
 
@@ -75,7 +76,7 @@ class SeriesResolver:
         if new:
             now = utcnow()
             rows = [{"name": n, "kind": "service", "labels": {}, "created_at": now} for n in new]
-            _insert_ignore(conn, Component.__table__, rows)
+            _insert_ignore(conn, Component.table(), rows)
             self._load_components(conn, new)
 
     def _load_components(self, conn: Connection, names: set[str]) -> None:
@@ -211,7 +212,7 @@ def count_samples(engine: Engine | Connection) -> int:
     return int(_scalar(engine, "SELECT COUNT(*) FROM samples"))
 
 
-def _scalar(engine: Engine | Connection, sql: str) -> object:
+def _scalar(engine: Engine | Connection, sql: str) -> Any:
     if isinstance(engine, Connection):
         return engine.exec_driver_sql(sql).scalar()
     with engine.connect() as conn:
@@ -219,14 +220,17 @@ def _scalar(engine: Engine | Connection, sql: str) -> object:
 
 
 def _frame(
-    engine: Engine | Connection, sql: object, params: dict[str, object], columns: list[str]
+    engine: Engine | Connection,
+    sql: str | Executable,
+    params: dict[str, object],
+    columns: list[str],
 ) -> pd.DataFrame:
     stmt = text(sql) if isinstance(sql, str) else sql
     if isinstance(engine, Connection):
-        rows = engine.execute(stmt, params).all()  # type: ignore[arg-type]
+        rows = engine.execute(stmt, params).all()
     else:
         with engine.connect() as conn:
-            rows = conn.execute(stmt, params).all()  # type: ignore[arg-type]
+            rows = conn.execute(stmt, params).all()
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     return pd.DataFrame.from_records(rows, columns=columns)

@@ -8,7 +8,7 @@ timezone-aware UTC datetimes, which read better in SQL and notebooks.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +18,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -27,7 +28,10 @@ from storage.types import JSONText, UTCDateTime, utcnow
 
 
 class Base(DeclarativeBase):
-    pass
+    @classmethod
+    def table(cls) -> Table:
+        """The mapped table, typed as a ``Table`` (``__table__`` is a ``FromClause``)."""
+        return cast(Table, cls.__table__)
 
 
 class Component(Base):
@@ -56,7 +60,7 @@ class Sample(Base):
     """One observation. The primary key makes re-ingesting the same point a no-op."""
 
     __tablename__ = "samples"
-    __table_args__: ClassVar[dict[str, object]] = {"sqlite_with_rowid": False}
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 - SQLAlchemy's convention
 
     series_id: Mapped[int] = mapped_column(
         ForeignKey("series.id", ondelete="CASCADE"), primary_key=True

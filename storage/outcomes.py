@@ -21,7 +21,7 @@ OUTCOME_TABLES = ("issues", "recoveries", "approvals", "anomalies", "fault_injec
 
 def fault_injections_frame(engine: Engine | Connection) -> pd.DataFrame:
     """The demo's ground truth (which fault was injected where and when), oldest first."""
-    t = FaultInjection.__table__
+    t = FaultInjection.table()
     cols = [c.name for c in t.columns]
     df = _frame(engine, select(t).order_by(t.c.injected_at, t.c.id), {}, cols)
     for c in ("injected_at", "cleared_at"):

@@ -45,7 +45,7 @@ def update_recovery(conn: Connection, recovery_id: int, **values: Any) -> None:
 
 
 def get_recovery(engine: Engine | Connection, recovery_id: int) -> dict[str, Any] | None:
-    stmt = select(Recovery.__table__).where(Recovery.__table__.c.id == recovery_id)
+    stmt = select(Recovery.table()).where(Recovery.table().c.id == recovery_id)
     if isinstance(engine, Connection):
         row = engine.execute(stmt).mappings().first()
     else:
@@ -79,7 +79,7 @@ def record_action(
 
 
 def action_times(conn: Connection, component: str, kind: str, since: datetime) -> list[datetime]:
-    t = RecoveryAction.__table__
+    t = RecoveryAction.table()
     stmt = (
         select(t.c.started_at)
         .where(t.c.component == component, t.c.kind == kind, t.c.started_at >= since)
@@ -92,7 +92,7 @@ def quarantined_until(
     conn: Connection, component: str, strategy: str, period_s: float, now: datetime
 ) -> datetime | None:
     """When the (component, strategy) pair leaves quarantine, if a failure put it there."""
-    t = Recovery.__table__
+    t = Recovery.table()
     stmt = select(func.max(t.c.finished_at)).where(
         t.c.component == component,
         t.c.strategy == strategy,
@@ -109,7 +109,7 @@ def quarantined_until(
 
 def strategy_stats(conn: Connection, component: str, issue_kind: str) -> dict[str, StrategyStats]:
     """Outcomes per strategy for this component and kind of issue (executed attempts)."""
-    t = Recovery.__table__
+    t = Recovery.table()
     successes = func.sum(case((t.c.status == "succeeded", 1), else_=0))
     stmt = (
         select(t.c.strategy, func.count(), successes)
@@ -130,7 +130,7 @@ def successful_parameters(
     conn: Connection, component: str, issue_kind: str, strategy: str, limit: int = 5
 ) -> list[dict[str, Any]]:
     """Parameters of the latest successful attempts of a strategy for this kind of issue."""
-    t = Recovery.__table__
+    t = Recovery.table()
     stmt = (
         select(t.c.parameters)
         .where(
@@ -146,7 +146,7 @@ def successful_parameters(
 
 
 def active_recoveries(conn: Connection, issue_id: int | None = None) -> list[dict[str, Any]]:
-    t = Recovery.__table__
+    t = Recovery.table()
     stmt = select(t).where(t.c.status.in_(ACTIVE))
     if issue_id is not None:
         stmt = stmt.where(t.c.issue_id == issue_id)
@@ -156,7 +156,7 @@ def active_recoveries(conn: Connection, issue_id: int | None = None) -> list[dic
 def recoveries_frame(
     engine: Engine | Connection, issue_ids: Sequence[int] | None = None
 ) -> pd.DataFrame:
-    t = Recovery.__table__
+    t = Recovery.table()
     cols = [c.name for c in t.columns]
     stmt = select(t).order_by(t.c.id)
     if issue_ids is not None:
@@ -168,7 +168,7 @@ def recoveries_frame(
 
 
 def actions_frame(engine: Engine | Connection, component: str | None = None) -> pd.DataFrame:
-    t = RecoveryAction.__table__
+    t = RecoveryAction.table()
     cols = [c.name for c in t.columns]
     stmt = select(t).order_by(t.c.id)
     if component is not None:
@@ -181,7 +181,7 @@ def actions_frame(engine: Engine | Connection, component: str | None = None) -> 
 
 def recent_actions(conn: Connection, since: datetime) -> list[tuple[str, datetime]]:
     """(component, finished_at) of the actions that finished since ``since``."""
-    t = RecoveryAction.__table__
+    t = RecoveryAction.table()
     stmt = select(t.c.component, t.c.finished_at).where(t.c.finished_at >= since)
     out = []
     for comp, finished in conn.execute(stmt):

@@ -72,7 +72,7 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
         ]
         if not issues:
             return []
-        t = Recovery.__table__
+        t = Recovery.table()
         since = now - timedelta(seconds=max(cooldown_s, 0))
         rows = conn.execute(
             select(t.c.issue_id, t.c.component, t.c.status, t.c.finished_at).where(
@@ -113,7 +113,7 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
 
 def running_count(engine: Engine) -> int:
     with engine.connect() as conn:
-        t = Recovery.__table__
+        t = Recovery.table()
         return len(
             conn.execute(
                 select(t.c.id).where(t.c.status.in_(("planned", "approved", "running")))
@@ -122,7 +122,7 @@ def running_count(engine: Engine) -> int:
 
 
 def _recently_skipped(engine: Engine, issue_id: int, since: datetime) -> bool:
-    t = AuditEvent.__table__
+    t = AuditEvent.table()
     with engine.connect() as conn:
         return (
             conn.execute(

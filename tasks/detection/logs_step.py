@@ -87,36 +87,44 @@ def _ms(ts: pd.Timestamp) -> int:
     return int(ts.value // 1_000_000)
 
 
+@dataclass
+class _SignatureHits:
+    """One signature's lines in this cycle: count, first time, worst severity, an example."""
+
+    first: pd.Timestamp
+    severity: Severity
+    example: str
+    count: int = 0
+
+
 def _signatures(
     component: str, new: pd.DataFrame, settings: LogDetectionSettings
 ) -> list[AnomalyRecord]:
     sigs = signature_set(settings)
     floor = Severity.parse(settings.min_signature_severity)
-    groups: dict[str, dict[str, object]] = {}
+    groups: dict[str, _SignatureHits] = {}
     for ts, level, message in zip(new["ts"], new["level"], new["message"], strict=True):
         lvl = level if isinstance(level, str) else None
         m = sigs.classify(message, lvl)
         if m.signature is None or m.severity is None or m.severity < floor:
             continue
-        g = groups.setdefault(
-            m.signature.name, {"count": 0, "ts": ts, "sev": m.severity, "example": message}
-        )
-        g["count"] = int(g["count"]) + 1  # type: ignore[call-overload]
-        if m.severity > g["sev"]:  # type: ignore[operator]
-            g["sev"], g["example"] = m.severity, message
+        hits = groups.setdefault(m.signature.name, _SignatureHits(ts, m.severity, message))
+        hits.count += 1
+        if m.severity > hits.severity:
+            hits.severity, hits.example = m.severity, message
     return [
         AnomalyRecord(
             detector="log_signature",
             component=component,
             kind="log",
             signature=name,
-            ts_ms=_ms(g["ts"]),
+            ts_ms=_ms(h.first),
             score=1.0,
-            severity=g["sev"].label,  # type: ignore[union-attr, arg-type]
-            value=float(g["count"]),  # type: ignore[arg-type]
-            details={"count": g["count"], "example": str(g["example"])[:EXAMPLE_CHARS]},
+            severity=h.severity.label,
+            value=float(h.count),
+            details={"count": h.count, "example": str(h.example)[:EXAMPLE_CHARS]},
         )
-        for name, g in groups.items()
+        for name, h in groups.items()
     ]
 
 

@@ -97,9 +97,10 @@ def _csv_rows(p: Path, report: IngestReport) -> Iterator[tuple[int, str, str, st
             if len(row) != width:
                 report.reject("wrong number of fields", 1, f"{p.name}:{lineno}: {row!r:.80}")
                 continue
-            labels = _parse_labels(row[ilab]) if ilab is not None else "{}"
+            raw_labels = row[ilab] if ilab is not None else ""
+            labels = _parse_labels(raw_labels)
             if labels is None:
-                report.reject("malformed labels", 1, f"{p.name}:{lineno}: {row[ilab]!r:.80}")
+                report.reject("malformed labels", 1, f"{p.name}:{lineno}: {raw_labels!r:.80}")
                 continue
             yield (
                 lineno,

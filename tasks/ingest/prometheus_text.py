@@ -45,13 +45,13 @@ def parse_exposition(
     types = _declared_types(text)
     rows: list[tuple[str, str, str, int, float, str]] = []
 
-    def add(name: str, labels: dict[str, str], value: float, ts: float | None) -> None:
+    def add(name: str, labels: dict[str, str], value: float, ts: object) -> None:
         if name.endswith("_created"):
             # Creation timestamps (OpenMetrics) are metadata, not observations; Prometheus
             # drops them from the text format too.
             report.notes["_created samples skipped"] += 1
             return
-        ts_ms = scrape_ms if ts is None else round(float(ts) * 1000)
+        ts_ms = scrape_ms if ts is None else round(float(ts) * 1000)  # type: ignore[arg-type]
         rows.append((component, name, labels_key(labels), ts_ms, float(value), _kind(name, types)))
 
     try:

@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         pid = start(args.state_dir, args.name)
         print(f"{args.name} started with pid {pid}")
     if args.action == "status":
-        pid = _pid(args.state_dir, args.name)
-        print(f"{args.name}: {'running' if alive(pid) else 'stopped'} (pid {pid})")
-        return 0 if alive(pid) else 3
+        running = _pid(args.state_dir, args.name)
+        print(f"{args.name}: {'running' if alive(running) else 'stopped'} (pid {running})")
+        return 0 if alive(running) else 3
     return 0
 
 

@@ -322,6 +322,11 @@ def load_loop(comp: Component, max_backlog: int = 50) -> None:
         time.sleep(max(due - time.monotonic(), 0.0))
 
 
+def _stop(*_: object) -> None:
+    logging.shutdown()
+    sys.exit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--name", required=True)
@@ -353,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.shutdown()
         return 3
     comp = Component(args.name, config_path, args.depends_on, args.seed, args.rate)
-    signal.signal(signal.SIGTERM, lambda *_: (logging.shutdown(), sys.exit(0)))
+    signal.signal(signal.SIGTERM, _stop)
     try:
         serve(comp, args.port)
     except OSError as exc:

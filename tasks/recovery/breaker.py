@@ -131,8 +131,8 @@ class CircuitBreaker:
             return self.state.state
         s.calls.append((now, ok))
         s.calls = self._window(now)
-        rate = self.failure_rate(now)
-        if rate is not None and rate >= self.config.failure_rate_threshold:
+        window_rate = self.failure_rate(now)
+        if window_rate is not None and window_rate >= self.config.failure_rate_threshold:
             self._to("open", now)
         return self.state.state
 

@@ -11,6 +11,7 @@ breaker and runs the dependant's ``restore`` hook; when they fail the breaker op
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import methodcaller
 
 from storage.breakers import breakers_frame
 from storage.recoveries import record_action
@@ -31,9 +32,9 @@ def targets(issue: IssueInfo, ctx: RecoveryContext) -> list[tuple[str, str]]:
     for name, comp in sorted(ctx.components.items()):
         if comp.isolate is not None and issue.component in comp.depends_on:
             pairs.append((name, issue.component))
-    comp = ctx.components.get(issue.component)
-    if comp is not None and comp.isolate is not None:
-        for dep in comp.depends_on:
+    own = ctx.components.get(issue.component)
+    if own is not None and own.isolate is not None:
+        for dep in own.depends_on:
             spec = ctx.components.get(dep)
             if spec is not None and not check_health(spec.health, dep, ctx.engine).ok:
                 pairs.append((issue.component, dep))
@@ -70,7 +71,7 @@ class CircuitBreakerStrategy(RecoveryStrategy):
             )
             name = breaker_name(dependant, dependency)
             now = ctx.clock()
-            store.update(name, lambda b, t=now.timestamp(): b.trip(t))
+            store.update(name, methodcaller("trip", now.timestamp()))
             assert comp.isolate is not None
             result = run_hook(comp.isolate, body={"dependency": dependency, "enabled": False})
             with ctx.engine.begin() as conn:
@@ -120,12 +121,12 @@ def probe_breakers(ctx: RecoveryContext) -> list[ProbeResult]:
         if comp is None or dep is None:
             continue
         now = ctx.clock().timestamp()
-        state = store.update(name, lambda b, t=now: b.current(t))
+        state = store.update(name, methodcaller("current", now))
         while state == "half_open":
-            if not store.update(name, lambda b, t=now: b.try_acquire(t)):
+            if not store.update(name, methodcaller("try_acquire", now)):
                 break
-            check = check_health(dep.probe or dep.health, dependency, ctx.engine)
-            state = store.update(name, lambda b, ok=check.ok, t=now: b.record(ok, t))
+            ok = check_health(dep.probe or dep.health, dependency, ctx.engine).ok
+            state = store.update(name, methodcaller("record", ok, now))
         restored = False
         detail = ""
         if state == "closed" and comp.restore is not None:

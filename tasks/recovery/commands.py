@@ -99,8 +99,9 @@ def run_command(
                 shell=False,
             )
         except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
             return CommandResult(
-                argv, None, False, 0.0, "", error=f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+                argv, None, False, 0.0, "", error=f"cannot start {argv[0]!r}: {reason}"
             )
         try:
             proc.wait(timeout=spec.timeout)

@@ -12,7 +12,7 @@ applied and the issue is validated.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
@@ -57,7 +57,7 @@ def open_study(
         sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(
             population_size=8, seed=seed
         )
-        directions = ["minimize"] * objectives
+        directions: list[Literal["minimize", "maximize"]] = ["minimize"] * objectives
     elif len(dims) >= 2:
         sampler = optuna.samplers.CmaEsSampler(
             seed=seed, n_startup_trials=2, warn_independent_sampling=False
