@@ -16,7 +16,7 @@ import traceback
 from bench.common import update_readme, write_results
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
-BENCHMARKS = ["ingest", "loghub", "nab", "detect"]
+BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune"]
 
 
 def markdown_table(figures: dict[str, float], seconds: dict[str, float]) -> str:

@@ -263,7 +263,8 @@ def cycle(config_path: str | None = None) -> dict[str, Any]:
         )
         return {
             "enabled": True,
-            "mode": config.mode,
+            "mode": rt.config.mode,
+            "config_version": rt.config_version,
             "ingested": ingested,
             "new_issues": summary.new_issues,
             "resolved": summary.resolved,

@@ -138,6 +138,19 @@ def fault_healed(state: DemoState, run: FaultRun) -> bool:
     return not ok.empty
 
 
+def mark_fault_cleared(state: DemoState, run: FaultRun) -> None:
+    """The ground truth's end: labels for tuning cover injection to clearance."""
+    from flows.runtime import open_runtime
+    from storage.faults import mark_cleared
+
+    rt = open_runtime(str(state.config_path))
+    try:
+        with rt.engine.begin() as conn:
+            mark_cleared(conn, run.injection_id, run.done_at or datetime.now(UTC))
+    finally:
+        rt.close()
+
+
 def record_fault(state: DemoState, spec: FaultSpec, detail: dict[str, Any]) -> FaultRun:
     from flows.runtime import open_runtime
     from storage.faults import record_injection
@@ -343,6 +356,7 @@ def run_demo(
                 if fault_healed(state, current) or over:
                     current.done_at = datetime.now(UTC)
                     current.healed = not over
+                    mark_fault_cleared(state, current)
                     say(
                         f"fault {current.spec.name}: "
                         + ("healed" if current.healed else "NOT healed in time")
