@@ -21,7 +21,15 @@ from flows.config import SelfHealConfig
 
 ENV_PREFIX = "SELFHEAL_"
 # Environment variables of ours that are not configuration options.
-RESERVED_ENV = {"CONFIG", "HOME", "TEST_DATABASE_URL", "DATASETS", "PREFECT_DATABASE_URL"}
+RESERVED_ENV = {
+    "CONFIG",
+    "HOME",
+    "TEST_DATABASE_URL",
+    "DATASETS",
+    "PREFECT_DATABASE_URL",
+    "PROJECT_DIR",
+    "SAVE_SCREENSHOTS",
+}
 
 
 @dataclass(frozen=True)

@@ -50,8 +50,9 @@ def server_env(
     )
     if database_url:
         url = database_url
-        if url.startswith(("postgresql://", "postgres://")):
-            url = "postgresql+asyncpg://" + url.split("://", 1)[1]
+        scheme, _, rest = url.partition("://")
+        if scheme.split("+")[0] in ("postgresql", "postgres"):
+            url = "postgresql+asyncpg://" + rest  # Prefect's server drives PostgreSQL async
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = url
     return env
 
