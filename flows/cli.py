@@ -570,6 +570,61 @@ def serve_cmd(
     raise typer.Exit(code)
 
 
+@app.command("tune")
+def tune_cmd(
+    config: ConfigOpt = None,
+    budget: Annotated[float, typer.Option(help="Time budget in seconds.")] = 600.0,
+    detector: Annotated[str, typer.Option(help="Detector family to tune.")] = "default",
+    days: Annotated[float, typer.Option(help="Days of recorded history to learn from.")] = 7.0,
+    nab_data: Annotated[Path | None, typer.Option(help="Also learn from a NAB-style folder.")] = (
+        None
+    ),
+    nab_labels: Annotated[Path | None, typer.Option(help="Its combined_windows.json.")] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option(
+            help="Data tag (studies with the same tag continue); default: the night's date."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the tuning flow now (what the nightly deployment runs): tune, then promote only
+    what beats the running settings on held-back data."""
+    from flows.config_load import load_config
+
+    with cli_errors():
+        load_config(config)
+    from flows.tune import tune
+
+    with cli_errors():
+        result = tune(
+            str(config) if config else None,
+            budget,
+            detector,
+            days,
+            str(nab_data) if nab_data else None,
+            str(nab_labels) if nab_labels else None,
+            tag,
+        )
+    if as_json:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    for part in ("detector", "recovery"):
+        r = result[part]
+        typer.echo(
+            f"{part}: "
+            + (
+                f"skipped ({r['skipped']})"
+                if "skipped" in r
+                else f"{r['trials']} trials, {'won' if r['won'] else 'lost'} on held-back data"
+            )
+        )
+    typer.echo(
+        f"configuration version {result['version']}: "
+        + ("activated" if result["activated"] else "recorded, not activated")
+    )
+
+
 @app.command("dashboard")
 def dashboard_cmd(
     config: ConfigOpt = None,
