@@ -54,15 +54,7 @@ def issue_info(rt: Runtime, issue_id: int) -> IssueInfo:
     issue = get_issue(rt.engine, issue_id)
     if issue is None:
         raise LookupError(f"no issue with id {issue_id}")
-    return IssueInfo(
-        issue.id,
-        issue.component,
-        issue.kind,
-        issue.signature,
-        issue.severity,
-        issue.title,
-        {**issue.details, "first_seen": issue.first_seen},
-    )
+    return IssueInfo.from_record(issue)
 
 
 def approval_markdown(rt: Runtime, issue: IssueInfo, action: str, approval: dict[str, Any]) -> str:

@@ -134,18 +134,6 @@ def _recently_skipped(engine: Engine, issue_id: int, since: datetime) -> bool:
         )
 
 
-def to_info(issue: IssueRecord) -> IssueInfo:
-    return IssueInfo(
-        issue.id,
-        issue.component,
-        issue.kind,
-        issue.signature,
-        issue.severity,
-        issue.title,
-        {**issue.details, "first_seen": issue.first_seen},
-    )
-
-
 def plan_cycle(
     engine: Engine,
     manager: RecoveryManager,
@@ -166,7 +154,7 @@ def plan_cycle(
     for issue in candidates(engine, now, cooldown_s):
         if Severity.parse(issue.severity) < floor:
             continue
-        info = to_info(issue)
+        info = IssueInfo.from_record(issue)
         rungs, proposal = manager.proposal(info)
         if proposal is None:
             reason = "; ".join(f"{r.strategy.name}: {r.skip_reason}" for r in rungs)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import Engine
 
+from storage.issues import IssueRecord
 from tasks.recovery.backoff import BackoffPolicy
 from tasks.recovery.breaker import BreakerConfig
 from tasks.recovery.commands import CommandSpec
@@ -95,6 +96,20 @@ class IssueInfo:
     severity: str
     title: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, issue: IssueRecord) -> IssueInfo:
+        """From the stored issue; ``details["first_seen"]`` is what validation compares
+        against (the metric's range before the issue began)."""
+        return cls(
+            issue.id,
+            issue.component,
+            issue.kind,
+            issue.signature,
+            issue.severity,
+            issue.title,
+            {**issue.details, "first_seen": issue.first_seen},
+        )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from typing import Any, Literal
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
-from storage.recoveries import record_action
 from tasks.recovery.base import (
     ComponentSpec,
     IssueInfo,
@@ -27,7 +26,7 @@ from tasks.recovery.base import (
     RecoveryStrategy,
 )
 from tasks.recovery.health import HealthMeasure, measure
-from tasks.recovery.params import apply_values, current_values
+from tasks.recovery.params import apply_and_record, current_values
 from tasks.recovery.validate import validate_fix
 
 STUDY_PREFIX = "selfheal-genetic-"
@@ -121,18 +120,7 @@ class GeneticStrategy(RecoveryStrategy):
         for _ in range(n):
             trial = study.ask(dims)
             values = {k: float(v) for k, v in trial.params.items()}
-            started = ctx.clock()
-            applied = apply_values(comp, values)
-            with ctx.engine.begin() as conn:
-                record_action(
-                    conn,
-                    ctx.recovery_id,
-                    comp.name,
-                    "reconfigure",
-                    started,
-                    applied.ok,
-                    {"values": values, "trial": trial.number, "hook": applied.detail},
-                )
+            applied = apply_and_record(comp, values, ctx, trial=trial.number)
             if not applied.ok:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 continue
@@ -158,18 +146,7 @@ class GeneticStrategy(RecoveryStrategy):
         before = measure(comp.health, ctx.settings.measure_time, comp.name, sleep=ctx.sleep)
         study = self.run_trials(comp, ctx, ctx.settings.genetic_trials)
         best = self.best_values(study) or original
-        started = ctx.clock()
-        applied = apply_values(comp, best)
-        with ctx.engine.begin() as conn:
-            record_action(
-                conn,
-                ctx.recovery_id,
-                comp.name,
-                "reconfigure",
-                started,
-                applied.ok,
-                {"values": best, "why": "best of the study"},
-            )
+        apply_and_record(comp, best, ctx, why="best of the study")
         ctx.sleep(ctx.settings.settle_time)
         validation = validate_fix(issue, comp, ctx, before.error_ratio)
         details: dict[str, Any] = {

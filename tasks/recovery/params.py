@@ -7,7 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from tasks.recovery.base import ComponentSpec
+from storage.recoveries import record_action
+from tasks.recovery.base import ComponentSpec, RecoveryContext
 from tasks.recovery.commands import run_command
 from tasks.recovery.hooks import HookResult, call_http
 
@@ -74,3 +75,26 @@ def apply_values(comp: ComponentSpec, values: dict[str, float]) -> HookResult:
     if hook.http is not None:
         return call_http(hook.http, {"parameters": rendered})
     return HookResult(False, "reconfigure hook is empty")
+
+
+def apply_and_record(
+    comp: ComponentSpec,
+    values: dict[str, float],
+    ctx: RecoveryContext,
+    kind: str = "reconfigure",
+    **detail: object,
+) -> HookResult:
+    """Apply values and record the action (with the hook's answer) in the recovery's trail."""
+    started = ctx.clock()
+    applied = apply_values(comp, values)
+    with ctx.engine.begin() as conn:
+        record_action(
+            conn,
+            ctx.recovery_id,
+            comp.name,
+            kind,
+            started,
+            applied.ok,
+            {"values": values, **detail, "hook": applied.detail},
+        )
+    return applied

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 from dataclasses import dataclass
 
-from storage.recoveries import record_action, successful_parameters
+from storage.recoveries import successful_parameters
 from tasks.recovery.base import (
     ComponentSpec,
     IssueInfo,
@@ -23,7 +23,7 @@ from tasks.recovery.base import (
     RecoveryStrategy,
 )
 from tasks.recovery.health import measure
-from tasks.recovery.params import apply_values, clip_values, current_values, defaults
+from tasks.recovery.params import apply_and_record, clip_values, current_values, defaults
 from tasks.recovery.validate import validate_fix
 
 MAX_CANDIDATES = 3
@@ -124,18 +124,7 @@ class ReconfigureStrategy(RecoveryStrategy):
         tried = []
         for cand in plan.parameters["candidates"]:
             before = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
-            started = ctx.clock()
-            applied = apply_values(comp, cand["values"])
-            with ctx.engine.begin() as conn:
-                record_action(
-                    conn,
-                    ctx.recovery_id,
-                    comp.name,
-                    "reconfigure",
-                    started,
-                    applied.ok,
-                    {"values": cand["values"], "why": cand["why"], "hook": applied.detail},
-                )
+            applied = apply_and_record(comp, cand["values"], ctx, why=cand["why"])
             if not applied.ok:
                 tried.append({**cand, "error": applied.detail})
                 continue
@@ -157,18 +146,13 @@ class ReconfigureStrategy(RecoveryStrategy):
                     validation=validation.as_dict(),
                     details={"values": cand["values"], "tried": tried},
                 )
-            started = ctx.clock()
-            back = apply_values(comp, original)
-            with ctx.engine.begin() as conn:
-                record_action(
-                    conn,
-                    ctx.recovery_id,
-                    comp.name,
-                    "rollback",
-                    started,
-                    back.ok,
-                    {"values": original, "reason": "health worse" if worse else validation.detail},
-                )
+            apply_and_record(
+                comp,
+                original,
+                ctx,
+                "rollback",
+                reason="health worse" if worse else validation.detail,
+            )
             ctx.sleep(s.settle_time)
         return Outcome(
             False,
