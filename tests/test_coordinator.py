@@ -174,13 +174,15 @@ def test_supervised_high_severity_waits_then_approve_restarts(
             "alice",
             "go ahead",
         )
+        # The issue-level "succeeded" row follows the recovery row (after the concurrency
+        # slot is released): read the trail once the run has finished.
+        assert wait_until(lambda: stack.run_state(run_id) == "Completed", 60, "run completion")
         events = audit_frame(engine)["event"].tolist()
         for e in ("planned", "asked", "approved", "executed", "validated", "succeeded"):
             assert e in events, events
         assert len(actions_frame(engine, "genetic_optimizer")) == 1
     finally:
         engine.dispose()
-    assert wait_until(lambda: stack.run_state(run_id) == "Completed", 60, "run completion")
     # The same approval cannot be answered twice.
     again = cli(stack, "reject", approval_id, "-c", str(config), "--reason", "too late")
     assert again.returncode == 1 and "already approved by alice" in again.stderr
