@@ -26,9 +26,7 @@ def load_breaker(conn: Connection, name: str, for_update: bool = False) -> dict[
 def save_breaker(conn: Connection, name: str, body: dict[str, Any]) -> None:
     ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     now = utcnow()
-    stmt = ins(BreakerRow.table()).values(
-        name=name, state=body["state"], body=body, updated_at=now
-    )
+    stmt = ins(BreakerRow.table()).values(name=name, state=body["state"], body=body, updated_at=now)
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=["name"],

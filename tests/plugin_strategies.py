@@ -17,8 +17,12 @@ class DrainQueueStrategy(RecoveryStrategy):
         return None if "marker" in issue.details else "no marker path in the issue"
 
     def plan(self, issue: IssueInfo, ctx: RecoveryContext) -> Plan:
-        return Plan(self.name, issue.component, f"drain the queue of {issue.component}",
-                    {"marker": issue.details["marker"]})
+        return Plan(
+            self.name,
+            issue.component,
+            f"drain the queue of {issue.component}",
+            {"marker": issue.details["marker"]},
+        )
 
     def execute(self, plan: Plan, issue: IssueInfo, ctx: RecoveryContext) -> Outcome:
         Path(plan.parameters["marker"]).write_text("drained")

@@ -23,8 +23,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     distributed = pytest.importorskip("distributed", reason="the dask extra is not installed")
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as c:
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as c:
         yield c.scheduler_address
 
 
@@ -41,9 +42,18 @@ def seed(db_url: str) -> None:
             if m == 0 and c % 2 == 0:
                 values[-1] = 200.0
             ts = now_ms - (239 - np.arange(240)) * 10_000
-            frames.append(pd.DataFrame({"component": f"c{c}", "metric": f"m{m}",
-                                        "labels": "{}", "ts": ts.astype("int64"),
-                                        "value": values, "kind": "gauge"}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "component": f"c{c}",
+                        "metric": f"m{m}",
+                        "labels": "{}",
+                        "ts": ts.astype("int64"),
+                        "value": values,
+                        "kind": "gauge",
+                    }
+                )
+            )
     store_samples(engine, pd.concat(frames, ignore_index=True), IngestReport("t"))
     engine.dispose()
 
@@ -57,8 +67,9 @@ def config(tmp_path: Path, db_url: str, address: str | None) -> Path:
     return path
 
 
-def test_shards_on_dask_find_what_threads_find(prefect_server: None, cluster: str,
-                                               tmp_path: Path) -> None:
+def test_shards_on_dask_find_what_threads_find(
+    prefect_server: None, cluster: str, tmp_path: Path
+) -> None:
     from flows.detect import detect
 
     found = {}
@@ -69,8 +80,9 @@ def test_shards_on_dask_find_what_threads_find(prefect_server: None, cluster: st
         engine = make_engine(db)
         try:
             anomalies = anomalies_frame(engine)
-            found[bool(address)] = sorted(set(zip(anomalies["component"],
-                                                  anomalies["signature"], strict=True)))
+            found[bool(address)] = sorted(
+                set(zip(anomalies["component"], anomalies["signature"], strict=True))
+            )
             assert len(issues_frame(engine)) == len(result["new_issues"])
         finally:
             engine.dispose()

@@ -381,5 +381,6 @@ def test_custom_strategy_by_dotted_path_is_used_first(engine: Engine, tmp_path: 
     assert result.success and result.strategy == "drain_queue"
     assert marker.read_text() == "drained"
     with pytest.raises(ConfigError, match="custom_strategies"):
-        build_config({"custom_strategies": ["tests.plugin_detectors.QueueLimitDetector"]},
-                     environ={})
+        build_config(
+            {"custom_strategies": ["tests.plugin_detectors.QueueLimitDetector"]}, environ={}
+        )
