@@ -294,7 +294,7 @@ class DetectionConfig(StrictModel):
     log_burst_factor: float = Field(5.0, gt=1)
     log_burst_min_count: int = Field(10, ge=1)
     # A Dask scheduler (tcp://host:8786) to spread the detection shards over (needs the
-    # "dask" extra); unset, shards run on threads in the cycle's process.
+    # "dask" extra); unset, shards run one after another in the cycle's process.
     dask_address: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$")
 
 
