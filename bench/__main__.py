@@ -1,7 +1,9 @@
 """``make bench``: run every benchmark, write bench/results/latest.json and latest.md.
 
 Each benchmark measures its own baseline in the same run (these machines are noisy), so
-read the ratios rather than the absolute figures. ``--quick`` (``make bench QUICK=1``)
+read the ratios rather than the absolute figures. A module declares which of its figures
+is the baseline of which in ``BASELINES`` (figure → baseline figure); the runner prints
+those pairs with their ratio after the full list. ``--quick`` (``make bench QUICK=1``)
 runs CI-sized versions of the same code paths.
 """
 
@@ -16,19 +18,42 @@ import traceback
 from bench.common import update_readme, write_results
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
-BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune"]
+BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune", "retention", "storm", "load", "demo"]
 
 
-def markdown_table(figures: dict[str, float], seconds: dict[str, float]) -> str:
-    lines = ["| figure | value |", "|---|---:|"]
+def shown(value: float) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}".rstrip("0").rstrip(".")
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def ratio(value: float, base: float) -> str:
+    return f"{value / base:.3f}" if base else "-"
+
+
+def baseline_rows(figures: dict[str, float], baselines: dict[str, str]) -> list[tuple[str, ...]]:
+    """(figure, value, baseline figure, baseline value, ratio) for every declared pair."""
+    return [
+        (key, shown(figures[key]), base, shown(figures[base]), ratio(figures[key], figures[base]))
+        for key, base in baselines.items()
+        if key in figures and base in figures
+    ]
+
+
+def markdown_table(
+    figures: dict[str, float], seconds: dict[str, float], baselines: dict[str, str]
+) -> str:
+    lines = [
+        "Against their baselines (measured in the same run):",
+        "",
+        "| figure | value | baseline | baseline value | ratio |",
+        "|---|---:|---|---:|---:|",
+    ]
+    for key, value, base, base_value, r in baseline_rows(figures, baselines):
+        lines.append(f"| `{key}` | {value} | `{base}` | {base_value} | {r} |")
+    lines += ["", "Every figure:", "", "| figure | value |", "|---|---:|"]
     for key in sorted(figures):
-        value = figures[key]
-        shown = (
-            f"{value:,.3f}".rstrip("0").rstrip(".")
-            if isinstance(value, float)
-            else (f"{value:,}" if isinstance(value, int) else str(value))
-        )
-        lines.append(f"| `{key}` | {shown} |")
+        lines.append(f"| `{key}` | {shown(figures[key])} |")
     lines.append("")
     lines.append("Benchmark wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return "\n".join(lines) + "\n"
@@ -40,6 +65,7 @@ def main(argv: list[str]) -> int:
     figures: dict[str, float] = {}
     seconds: dict[str, float] = {}
     failed: list[str] = []
+    baselines: dict[str, str] = {}
     for name in BENCHMARKS:
         if only and name not in only:
             continue
@@ -56,11 +82,16 @@ def main(argv: list[str]) -> int:
         for key, value in result.items():
             print(f"   {key:<40} {value}")
         figures.update(result)
+        baselines.update(getattr(module, "BASELINES", {}))
     figures["bench.quick"] = int(quick)
-    table = markdown_table(figures, seconds)
+    print("\n== against their baselines (value / baseline = ratio)")
+    for key, value, base, base_value, r in baseline_rows(figures, baselines):
+        print(f"   {key:<40} {value:>12} / {base:<40} {base_value:>12} = {r}")
+    table = markdown_table(figures, seconds, baselines)
     path = write_results(figures, table)
     print(f"\nwrote {path} and {path.with_suffix('.md')}")
-    if not only and not failed and update_readme(table):
+    # The README shows full runs only: a quick run's figures are CI-sized.
+    if not only and not failed and not quick and update_readme(table):
         print("updated the README's performance section")
     print(json.dumps({k: round(v, 1) for k, v in seconds.items()}))
     if failed:

@@ -154,6 +154,13 @@ def bench_logs(n_lines: int, repeat: int) -> dict[str, float]:
     }
 
 
+# Figure → the figure it is compared with (``python -m bench`` prints the ratio).
+BASELINES = {
+    "ingest.samples_per_s": "ingest.raw_samples_per_s",
+    "logs.lines_per_s": "logs.regex_lines_per_s",
+}
+
+
 def run(quick: bool = False) -> dict[str, float]:
     if quick:
         figures = bench_samples(1000, 100, repeat=2)

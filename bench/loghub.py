@@ -121,6 +121,12 @@ def throughput(lines: Sequence[str], repeat: int) -> tuple[float, float]:
     return len(lines) / best_of(mine, repeat), len(lines) / best_of(scan, repeat)
 
 
+# Figure → the figure it is compared with (``python -m bench`` prints the ratio).
+BASELINES = {
+    "loghub.lines_per_s": "loghub.regex_lines_per_s",
+}
+
+
 def run(quick: bool = False) -> dict[str, float]:
     """Compute every benchmark metric; ``quick`` shortens the timing loops."""
     results: dict[str, float] = {}

@@ -67,6 +67,12 @@ def _optimised_standard(results: list[Replayed]) -> float:
     return score_replayed(results, best.threshold)["standard"].normalized
 
 
+# Figure → the figure it is compared with (``python -m bench`` prints the ratio).
+BASELINES = {
+    "nab.standard": "nab.baseline.windowed_gaussian_standard",
+}
+
+
 def run(quick: bool = False, out_dir: str | Path | None = None) -> dict[str, float]:
     """Replay the default detector and the baseline over the NAB split; flat metric dict."""
     root = datasets_root() / "nab"

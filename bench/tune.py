@@ -132,6 +132,15 @@ def recovery_figures(quick: bool) -> dict[str, float]:
     }
 
 
+# Figure → the figure it is compared with (``python -m bench`` prints the ratio).
+BASELINES = {
+    "tune.nab_tuned": "tune.nab_default",
+    "tune.nab_tuned_rev": "tune.nab_default_rev",
+    "tune.backoff_restarts_tuned": "tune.backoff_restarts_default",
+    "tune.backoff_unavailable_s_tuned": "tune.backoff_unavailable_s_default",
+}
+
+
 def run(quick: bool = False) -> dict[str, float]:
     """Detector and recovery tuning figures (flat metric dict, see the module doc)."""
     return {**detector_figures(quick), **recovery_figures(quick)}
