@@ -649,7 +649,7 @@ def demo_cmd(
         "supervised"
     ),
     duration: Annotated[float, typer.Option(help="Stop injecting after this many seconds.")] = (
-        240.0
+        300.0
     ),
     seed: Annotated[int, typer.Option(help="Seeds the services' noise and the pacing.")] = 0,
     keep_running: Annotated[

@@ -41,7 +41,9 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, d
             "--mode",
             "automated",
             "--duration",
-            "100",
+            # Two faults need about 80 s after start-up; a slow start-up (serve's first
+            # deployment poll) has taken 20 s more: room for both.
+            "130",
             "--seed",
             "4",
         ],
