@@ -137,7 +137,15 @@ def test_cycle_runs_on_two_workers_over_postgresql(pg: tuple[str, str], tmp_path
             # retention runs at once so both workers have something to take.
             cycles = []
             for _ in range(3):
-                run = run_deployment("cycle/cycle", timeout=240, poll_interval=2)
+                for _attempt in range(5):
+                    run = run_deployment("cycle/cycle", timeout=240, poll_interval=2)
+                    # The server frees the deployment's slot shortly after the previous
+                    # run's final state: a run created in between is dropped (CANCEL_NEW),
+                    # as a scheduled cycle would be. Try again, as the next one would.
+                    state = run.state
+                    if state is None or "concurrency limit" not in (state.message or ""):
+                        break
+                    time.sleep(2)
                 assert run.state is not None and run.state.is_completed(), run.state
                 cycles.append(str(run.id))
             batch = [str(run_deployment("retention/daily", timeout=0).id) for _ in range(6)]
