@@ -15,7 +15,7 @@ import sys
 import time
 import traceback
 
-from bench.common import update_readme, write_results
+from bench.common import RESULTS, update_readme, write_results
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
 BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune", "retention", "storm", "load", "demo"]
@@ -59,13 +59,27 @@ def markdown_table(
     return "\n".join(lines) + "\n"
 
 
+def previous_run(quick: bool) -> dict[str, float]:
+    """The figures of the last run of the same size (empty when there is none)."""
+    path = RESULTS / "latest.json"
+    if not path.exists():
+        return {}
+    figures = json.loads(path.read_text())
+    return figures if bool(figures.get("bench.quick")) == quick else {}
+
+
 def main(argv: list[str]) -> int:
+    """``python -m bench [--quick] [NAME ...]``: every benchmark, or the named ones, whose
+    figures then replace theirs in the last run's results (same size only)."""
     quick = "--quick" in argv
     only = [a for a in argv if not a.startswith("-")]
+    unknown = [n for n in only if n not in BENCHMARKS]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
     figures: dict[str, float] = {}
-    seconds: dict[str, float] = {}
     failed: list[str] = []
-    baselines: dict[str, str] = {}
+    ran: list[str] = []
     for name in BENCHMARKS:
         if only and name not in only:
             continue
@@ -78,20 +92,36 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
-        seconds[name] = time.perf_counter() - t0
+        ran.append(name)
+        figures[f"bench.seconds.{name}"] = round(time.perf_counter() - t0, 1)
         for key, value in result.items():
             print(f"   {key:<40} {value}")
         figures.update(result)
-        baselines.update(getattr(module, "BASELINES", {}))
+    if only:
+        # Keep the other benchmarks' figures of the last run; drop the re-run ones' old keys.
+        kept = {
+            k: v
+            for k, v in previous_run(quick).items()
+            if not any(k.startswith(f"{n}.") or k == f"bench.seconds.{n}" for n in ran)
+        }
+        figures = {**kept, **figures}
     figures["bench.quick"] = int(quick)
+    baselines: dict[str, str] = {}
+    for name in BENCHMARKS:
+        baselines.update(getattr(importlib.import_module(f"bench.{name}"), "BASELINES", {}))
+    seconds = {
+        n: figures[f"bench.seconds.{n}"] for n in BENCHMARKS if f"bench.seconds.{n}" in figures
+    }
     print("\n== against their baselines (value / baseline = ratio)")
     for key, value, base, base_value, r in baseline_rows(figures, baselines):
         print(f"   {key:<40} {value:>12} / {base:<40} {base_value:>12} = {r}")
-    table = markdown_table(figures, seconds, baselines)
+    shown_figures = {k: v for k, v in figures.items() if not k.startswith("bench.seconds.")}
+    table = markdown_table(shown_figures, seconds, baselines)
     path = write_results(figures, table)
     print(f"\nwrote {path} and {path.with_suffix('.md')}")
-    # The README shows full runs only: a quick run's figures are CI-sized.
-    if not only and not failed and not quick and update_readme(table):
+    # The README shows full runs of every benchmark only: quick figures are CI-sized.
+    complete = len(seconds) == len(BENCHMARKS)
+    if complete and not failed and not quick and update_readme(table):
         print("updated the README's performance section")
     print(json.dumps({k: round(v, 1) for k, v in seconds.items()}))
     if failed:
