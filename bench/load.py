@@ -89,7 +89,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from bench.detect import STEP_S, Spec, make_specs, series_values, stored_series
+from bench.detect import (
+    STEP_S,
+    Spec,
+    bulk_load_samples,
+    make_specs,
+    series_values,
+    stored_series,
+)
 from flows.config import SelfHealConfig
 from flows.detect import grouping_policy, persist_detection, run_shard, run_shard_at, shard_plans
 from flows.runtime import Runtime
@@ -175,20 +182,14 @@ def create_series(engine: Engine, specs: Sequence[Spec]) -> dict[Spec, list[int]
 
 
 def store_history(engine: Engine, history: list[tuple[int, np.ndarray, np.ndarray]]) -> int:
-    """Bulk-insert the history (plain executemany: set-up, not what is measured)."""
-    sql = "INSERT OR IGNORE INTO samples (series_id, ts, value) VALUES (?, ?, ?)"
-    rows: list[tuple[int, int, float]] = []
-    written = 0
-    with engine.begin() as conn:
-        for k, (sid, ts, vals) in enumerate(history):
-            rows.extend(zip([sid] * len(ts), ts.tolist(), vals.tolist(), strict=True))
-            if len(rows) > 500_000 or k == len(history) - 1:
-                conn.exec_driver_sql(sql, rows)
-                written += len(rows)
-                rows = []
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-    return written
+    """Bulk-insert the history (set-up, not what is measured)."""
+    return bulk_load_samples(
+        engine,
+        (
+            list(zip([sid] * len(ts), ts.tolist(), vals.tolist(), strict=True))
+            for sid, ts, vals in history
+        ),
+    )
 
 
 # -- the push gateway (its own process) ----------------------------------------------------

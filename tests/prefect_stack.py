@@ -4,7 +4,6 @@ that need suspension, resumption and the UI's run pages."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from uuid import UUID
 
+from flows.demo.runner import stop_process
 from flows.prefect_server import LocalPrefectServer
 from tasks.platform_sim.launcher import free_port
 
@@ -106,15 +106,7 @@ class PrefectStack:
         time.sleep(1.0)  # the runner registers before it starts polling
 
     def stop_serve(self) -> None:
-        proc = self.serve_proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        stop_process(self.serve_proc)
 
     def stop(self) -> None:
         self.stop_serve()
