@@ -15,7 +15,7 @@ truth with the stored issues and recoveries.
 
 **The baseline.** A bare restart, measured in the same run on the same machine: one
 simulated component is killed (SIGKILL) and restarted with its configured restart command
-(``tasks.platform_sim.ctl restart``) by a script that already knows it is down, until its
+(``flows.demo.platform.ctl restart``) by a script that already knows it is down, until its
 ``/health`` answers: the median of three. It is the time a restart cannot beat, so
 ``demo.restart_ttr_ratio`` (the mean time to recover of the faults healed by a restart,
 over it) is the price of noticing and deciding: scrape interval, detection, group wait,
@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO
-from tasks.platform_sim.launcher import start_platform, wait_healthy
+from flows.demo.platform.launcher import start_platform, wait_healthy
 
 QUICK_ARGS = ["--mode", "automated", "--duration", "100", "--seed", "4"]
 FULL_ARGS: list[str] = []  # the defaults, as `make demo` runs it

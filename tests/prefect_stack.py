@@ -14,7 +14,7 @@ from uuid import UUID
 
 from flows.demo.runner import stop_process
 from flows.prefect_server import LocalPrefectServer
-from tasks.platform_sim.launcher import free_port
+from flows.demo.platform.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

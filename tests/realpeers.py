@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks.platform_sim.launcher import free_port
+from flows.demo.platform.launcher import free_port
 
 
 def need(binary: str, package: str) -> str:

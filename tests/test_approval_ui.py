@@ -16,7 +16,7 @@ import pytest
 from storage.approvals import approvals_frame
 from storage.engine import make_engine, sqlite_url_for
 from storage.recoveries import recoveries_frame
-from tasks.platform_sim.launcher import start_platform, wait_healthy
+from flows.demo.platform.launcher import start_platform, wait_healthy
 from tests.browser import Browser, require_chromium
 from tests.prefect_stack import REPO, PrefectStack, wait_until
 

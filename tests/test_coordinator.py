@@ -22,7 +22,7 @@ from storage.engine import make_engine, sqlite_url_for
 from storage.issues import AnomalyRecord
 from storage.migrate import ensure_schema
 from storage.recoveries import actions_frame, recoveries_frame
-from tasks.platform_sim.launcher import Platform, ServiceHandle, start_platform, wait_healthy
+from flows.demo.platform.launcher import Platform, ServiceHandle, start_platform, wait_healthy
 from tests.prefect_stack import REPO, PrefectStack, wait_until
 from tests.webhook_receiver import Reply, receiver
 
@@ -428,7 +428,7 @@ def test_at_most_max_concurrent_recoveries_run_at_once(stack: PrefectStack, tmp_
     log = tmp_path / "restarts.log"
     port_file = tmp_path / "toy.json"
     port_file.write_text("{}")
-    from tasks.platform_sim.launcher import free_port
+    from flows.demo.platform.launcher import free_port
 
     port = free_port()
     toy = subprocess.Popen(
@@ -529,7 +529,7 @@ def test_dead_webhook_never_fails_a_recovery_and_the_url_is_not_logged(
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from tasks.platform_sim.launcher import free_port
+    from flows.demo.platform.launcher import free_port
 
     secret = "t0ps3cret"
     dead = f"http://hook-user:{secret}@127.0.0.1:{free_port()}/hooks/{secret}?token={secret}"

@@ -24,7 +24,7 @@ from tasks.notify import (
     redact_webhook_url,
     resolve_webhook_url,
 )
-from tasks.platform_sim.launcher import free_port
+from flows.demo.platform.launcher import free_port
 from tests.webhook_receiver import Reply, receiver
 
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from storage.recoveries import actions_frame, recoveries_frame
-from tasks.platform_sim.launcher import (
+from flows.demo.platform.launcher import (
     ServiceHandle,
     free_port,
     service_argv,

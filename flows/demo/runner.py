@@ -24,7 +24,7 @@ from typing import Any
 
 from flows.demo.settings import demo_config
 from flows.runtime import selfheal_home
-from tasks.platform_sim.faults import SCRIPT, FaultSpec, inject
+from flows.demo.platform.faults import SCRIPT, FaultSpec, inject
 
 WARMUP_S = 20.0
 SETTLE_S = 2.0
@@ -59,7 +59,7 @@ class DemoState:
 
 def free_or(port: int) -> int:
     from flows.prefect_server import port_in_use
-    from tasks.platform_sim.launcher import free_port
+    from flows.demo.platform.launcher import free_port
 
     return port if not port_in_use("127.0.0.1", port) else free_port()
 
@@ -200,7 +200,7 @@ def report(state: DemoState) -> int:
     from storage.faults import faults_frame
     from storage.issues import anomalies_frame, issues_frame
     from storage.recoveries import recoveries_frame
-    from tasks.platform_sim.verdicts import evaluate, table
+    from flows.demo.platform.verdicts import evaluate, table
     from tasks.severity import Severity
 
     rt = open_runtime(str(state.config_path))
@@ -297,7 +297,7 @@ def run_demo(
     from flows.launch import deployment_available
     from flows.prefect_server import LocalPrefectServer
     from storage.engine import sqlite_url_for
-    from tasks.platform_sim.launcher import start_platform
+    from flows.demo.platform.launcher import start_platform
 
     rng = random.Random(seed)
     home = selfheal_home()

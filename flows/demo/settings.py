@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.platform_sim.launcher import Platform
+from flows.demo.platform.launcher import Platform
 
 PARAMETERS = {
     "pool_size": {"min": 1, "max": 64, "default": 8, "type": "int"},

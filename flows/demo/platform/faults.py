@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tasks.platform_sim.launcher import Platform
+from flows.demo.platform.launcher import Platform
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Start and stop the simulated platform's processes (for the demo and the tests).
 
-Each service is started the way its restart command starts it (``tasks.platform_sim.ctl``),
+Each service is started the way its restart command starts it (``flows.demo.platform.ctl``),
 so the pid file is the one truth about which process is the service, whoever restarted it.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tasks.platform_sim import ctl
+from flows.demo.platform import ctl
 
 # name -> the component it depends on
 PLATFORM = {
@@ -49,7 +49,7 @@ class ServiceHandle:
         return [
             sys.executable,
             "-m",
-            "tasks.platform_sim.ctl",
+            "flows.demo.platform.ctl",
             "restart",
             self.name,
             "--state-dir",
@@ -95,7 +95,7 @@ def service_argv(
     argv = [
         sys.executable,
         "-m",
-        "tasks.platform_sim.service",
+        "flows.demo.platform.service",
         "--name",
         name,
         "--port",

@@ -1,8 +1,8 @@
 """Control the simulated platform's processes: the restart command the demo configures.
 
-    python -m tasks.platform_sim.ctl restart NAME --state-dir DIR
-    python -m tasks.platform_sim.ctl stop NAME --state-dir DIR
-    python -m tasks.platform_sim.ctl status NAME --state-dir DIR
+    python -m flows.demo.platform.ctl restart NAME --state-dir DIR
+    python -m flows.demo.platform.ctl stop NAME --state-dir DIR
+    python -m flows.demo.platform.ctl status NAME --state-dir DIR
 
 The launcher writes ``DIR/NAME.argv.json`` (how to start the service) and ``DIR/NAME.pid``.
 ``restart`` stops the running process (TERM, then KILL) and starts a new one detached, in

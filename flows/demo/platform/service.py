@@ -1,6 +1,6 @@
 """One simulated HMS component as a real process.
 
-    python -m tasks.platform_sim.service --name proof_engine --port 9101 \
+    python -m flows.demo.platform.service --name proof_engine --port 9101 \
         --log /tmp/proof_engine.log --config /tmp/proof_engine.json \
         [--depends-on http://127.0.0.1:9102] [--rate 20] [--seed 1]
 
@@ -40,7 +40,7 @@ from urllib.request import urlopen
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from tasks.platform_sim.work import evolve, lookup, prove
+from flows.demo.platform.work import evolve, lookup, prove
 
 DEFAULT_CONFIG: dict[str, float] = {
     "pool_size": 8,
