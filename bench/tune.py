@@ -159,6 +159,13 @@ BASELINES = {
     "tune.backoff_unavailable_s_tuned": "tune.backoff_unavailable_s_default",
     "tune.single_crash_unavailable_s_tuned": "tune.single_crash_unavailable_s_default",
 }
+SAMPLE = {
+    "tune.nab_tuned": "tuned on NAB half a, scored on half b (defaults chosen on both)",
+    "tune.nab_tuned_rev": "tuned on half b, scored on half a (defaults chosen on both)",
+    "tune.backoff_restarts_tuned": "out of sample: other seed of a hand-set generator",
+    "tune.backoff_unavailable_s_tuned": "out of sample: other seed of a hand-set generator",
+    "tune.single_crash_unavailable_s_tuned": "in sample: the canonical single crashes",
+}
 
 
 def run(quick: bool = False) -> dict[str, float]:

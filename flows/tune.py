@@ -33,14 +33,13 @@ from flows.runtime import Runtime, open_runtime
 from storage.approvals import approvals_frame
 from storage.config_versions import activate, active_version, create_version
 from storage.faults import faults_frame
-from storage.issues import issues_frame
-from storage.metrics import component_names
+from storage.issues import feedback_frame, issues_frame
+from storage.metrics import component_names, read_arrays
 from storage.recoveries import actions_frame
 from tasks.backtest.replay import NabFile, load_corpus, two_fold_split
-from tasks.detection.metrics_step import read_arrays
 from tasks.tuning.detector import open_detector_study, pareto_front, pick, score_params
 from tasks.tuning.detector import tune_detector as run_detector_study
-from tasks.tuning.labels import feedback_frame, labelled_from_frames
+from tasks.tuning.labels import labelled_from_frames
 from tasks.tuning.recovery import (
     RecoveryParams,
     RecoveryTimelines,

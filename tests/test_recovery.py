@@ -381,3 +381,40 @@ def test_custom_strategy_by_dotted_path_is_used_first(engine: Engine, tmp_path: 
         build_config(
             {"custom_strategies": ["tests.plugin_detectors.QueueLimitDetector"]}, environ={}
         )
+
+
+def test_custom_strategies_take_parameters_and_replace_only_when_asked(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from flows.config_load import ConfigError, build_config
+
+    cfg = build_config(
+        {
+            "custom_strategies": [
+                {"path": "tests.plugin_strategies.DrainQueueStrategy", "params": {"contents": "x"}}
+            ]
+        },
+        environ={},
+    )
+    marker = tmp_path / "drained"
+    manager = RecoveryManager(default_strategies(cfg.custom_strategies), ctx_for(engine, {}))
+    issue = IssueInfo(None, "queue", "metric", "depth", "medium", details={"marker": str(marker)})
+    assert manager.apply_recovery(issue).success
+    assert marker.read_text() == "x"
+    with pytest.raises(ConfigError, match=r"bad parameters \{'size': 3\}"):
+        build_config(
+            {
+                "custom_strategies": [
+                    {"path": "tests.plugin_strategies.DrainQueueStrategy", "params": {"size": 3}}
+                ]
+            },
+            environ={},
+        )
+    quiet = "tests.plugin_strategies.QuietRestartStrategy"
+    with pytest.raises(ConfigError, match="strategy named 'restart' is already registered"):
+        build_config({"custom_strategies": [quiet]}, environ={})
+    replaced = build_config({"custom_strategies": [{"path": quiet, "replace": True}]}, environ={})
+    restart = default_strategies(replaced.custom_strategies).get("restart")
+    assert type(restart).__name__ == "QuietRestartStrategy"
+    with pytest.raises(ConfigError, match="detector named 'default' is already registered"):
+        build_config({"custom_detectors": ["tests.plugin_detectors.ShadowDefault"]}, environ={})

@@ -67,6 +67,7 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from tasks.recovery.backoff import BackoffPolicy, decide_restart
+from tasks.recovery.base import RecoverySettings
 from tasks.recovery.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 STUDY_PREFIX = "selfheal-tune-recovery-"
@@ -85,13 +86,13 @@ VALIDATION_KEYS = ("validation_timeout",)
 class RecoveryParams:
     """The tuned recovery parameters (defaults: the system's defaults)."""
 
-    base: float = 10.0
-    factor: float = 2.0
-    cap: float = 300.0
-    failure_rate_threshold: float = 50.0
-    wait_in_open: float = 60.0
-    permitted_in_half_open: int = 3
-    validation_timeout: float = 30.0
+    base: float = BackoffPolicy.base
+    factor: float = BackoffPolicy.factor
+    cap: float = BackoffPolicy.cap
+    failure_rate_threshold: float = BreakerConfig.failure_rate_threshold
+    wait_in_open: float = BreakerConfig.wait_in_open
+    permitted_in_half_open: int = BreakerConfig.permitted_in_half_open
+    validation_timeout: float = RecoverySettings.validation_timeout
 
     @classmethod
     def from_settings(
@@ -133,7 +134,7 @@ class ReplaySettings:
 
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
-    max_inline_backoff: float = 300.0  # RecoverySettings.max_inline_backoff
+    max_inline_backoff: float = RecoverySettings.max_inline_backoff
     escalation_delay_s: float = 900.0  # after escalating, time until a person/next rung acts
     max_steps: int = 1000  # safety net for the restart loop
 
