@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -405,29 +406,19 @@ class SelfHealConfig(StrictModel):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("custom_strategies")
+    @field_validator("custom_detectors", "custom_strategies")
     @classmethod
-    def _strategies_load(cls, plugins: list[PluginSpec]) -> list[PluginSpec]:
+    def _plugins_load(cls, plugins: list[PluginSpec], info: ValidationInfo) -> list[PluginSpec]:
         # Importing and building user code here makes a broken path, bad parameters or a
         # name clash a configuration error, reported by ``selfheal config check`` before any
         # flow runs.
+        from tasks.detection.registry import default_registry
         from tasks.plugins import PluginError
         from tasks.recovery.registry import default_strategies
 
+        build = default_strategies if info.field_name == "custom_strategies" else default_registry
         try:
-            default_strategies(plugins)
-        except PluginError as exc:
-            raise ValueError(str(exc)) from None
-        return plugins
-
-    @field_validator("custom_detectors")
-    @classmethod
-    def _detectors_load(cls, plugins: list[PluginSpec]) -> list[PluginSpec]:
-        from tasks.detection.registry import default_registry
-        from tasks.plugins import PluginError
-
-        try:
-            default_registry(plugins)
+            build(plugins)
         except PluginError as exc:
             raise ValueError(str(exc)) from None
         return plugins
