@@ -106,6 +106,7 @@ def run_serve(
         api_url = server.api_url
         os.environ["PREFECT_API_URL"] = api_url  # for the runs' subprocesses
     dash = None
+    probes = None
     try:
         # The runner looks for runs to start every 10 s by default; recoveries (and resumed
         # approvals) should not wait that long.
@@ -118,6 +119,7 @@ def run_serve(
             from flows.cycle import ensure_limits
 
             ensure_limits(config.max_concurrent_recoveries)
+            probes = _start_probes(config)
             if dashboard if dashboard is not None else config.dashboard_enabled:
                 dash = _start_dashboard(config, config_path)
             deps = deployments(config, config_path, cycle)
@@ -130,12 +132,39 @@ def run_serve(
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
+        if probes is not None:
+            probes.stop()
         if dash is not None:
             dash.stop()
         if server is not None:
             server.stop()
             os.environ.pop("PREFECT_API_URL", None)
     return 0
+
+
+def _start_probes(config: SelfHealConfig) -> Any:
+    """Probe every component on its own period in this process (results in the database);
+    the returned object has ``stop()``. None when no component has a probe."""
+    from flows.probes import start_probe_scheduler
+    from flows.runtime import database_url
+    from storage.engine import make_engine
+    from storage.migrate import ensure_schema
+
+    engine = make_engine(database_url(config))
+    ensure_schema(engine)
+    scheduler = start_probe_scheduler(config, engine)
+    if scheduler is None:
+        engine.dispose()
+        return None
+    print(f"probing {len(scheduler.probes)} probes on their own periods", flush=True)
+    stop = scheduler.stop
+
+    def stop_and_close(timeout: float = 10.0) -> None:
+        stop(timeout)
+        engine.dispose()
+
+    scheduler.stop = stop_and_close  # type: ignore[method-assign]
+    return scheduler
 
 
 def _start_dashboard(config: SelfHealConfig, config_path: str | None) -> Any:
