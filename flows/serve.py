@@ -142,9 +142,11 @@ def run_serve(
     return 0
 
 
-def _start_probes(config: SelfHealConfig) -> Any:
+def _start_probes(config: SelfHealConfig, on_transition: Any = None) -> Any:
     """Probe every component on its own period in this process (results in the database);
-    the returned object has ``stop()``. None when no component has a probe."""
+    the returned object has ``stop()``. None when no component has a probe.
+    ``on_transition(result, old, new)`` is called when a probe's threshold state changes
+    (``new == "failing"`` on a liveness probe: the component just went down)."""
     from flows.probes import start_probe_scheduler
     from flows.runtime import database_url
     from storage.engine import make_engine
@@ -152,7 +154,7 @@ def _start_probes(config: SelfHealConfig) -> Any:
 
     engine = make_engine(database_url(config))
     ensure_schema(engine)
-    scheduler = start_probe_scheduler(config, engine)
+    scheduler = start_probe_scheduler(config, engine, on_transition)
     if scheduler is None:
         engine.dispose()
         return None

@@ -436,3 +436,34 @@ def test_run_due_probes_skips_what_a_scheduler_ran(engine: Engine) -> None:
     later = int(time.time() * 1000) + 120_000
     assert due_probes(probe_specs(cfg), latest_probe_ms(engine), later) == probe_specs(cfg)
     assert os.getpgrp()  # the test process keeps its own group
+
+
+# -- warm-up --------------------------------------------------------------------------
+
+
+def test_status_says_how_many_series_are_learning_and_until_when(engine: Engine) -> None:
+    from datetime import UTC, datetime
+
+    from flows.api import get_status
+    from flows.config import SelfHealConfig
+    from flows.runtime import Runtime
+
+    now_ms = int(time.time() * 1000) // 10_000 * 10_000
+    young = samples("db", "pg_stat_activity_count", np.ones(20))
+    young["ts"] = now_ms - (19 - np.arange(20)) * 10_000
+    old = samples("db", "pg_locks_count", np.ones(100))
+    old["ts"] = now_ms - (99 - np.arange(100)) * 10_000
+    noise = samples("db", "go_goroutines", np.ones(5))  # not a candidate: not counted
+    noise["ts"] = now_ms - (4 - np.arange(5)) * 10_000
+    import pandas as pd
+
+    from tasks.ingest.records import IngestReport
+    from tasks.ingest.store import store_samples
+
+    store_samples(engine, pd.concat([young, old, noise]), IngestReport("t"))
+    status = get_status(rt=Runtime(SelfHealConfig.model_validate({}), engine))
+    w = status["warmup"]
+    assert (w["learning"], w["series"], w["min_points"]) == (1, 2, 60)
+    # 40 more points, 10 s apart, after the last one
+    expected = datetime.fromtimestamp((now_ms + 40 * 10_000) / 1000, tz=UTC)
+    assert datetime.fromisoformat(w["until"]) == expected
