@@ -88,7 +88,20 @@ class RealPg:
         )  # fmt: skip
 
     def isready_argv(self) -> list[str]:
-        return ["pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-t", "1", "-q"]
+        # -U: without it pg_isready logs in as the OS user and the server logs a FATAL
+        # "role does not exist" at every probe (a new ERROR template for the log detector).
+        return [
+            "pg_isready",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-t",
+            "1",
+            "-q",
+        ]
 
     def start(self) -> None:
         out = subprocess.run(self.start_argv(), capture_output=True, text=True, timeout=60)
