@@ -467,3 +467,40 @@ def test_status_says_how_many_series_are_learning_and_until_when(engine: Engine)
     # 40 more points, 10 s apart, after the last one
     expected = datetime.fromtimestamp((now_ms + 40 * 10_000) / 1000, tz=UTC)
     assert datetime.fromisoformat(w["until"]) == expected
+
+
+def test_a_down_component_whose_liveness_passes_again_is_not_restarted(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    """The end of a hang: by the time the recovery runs, the probe passes: no restart."""
+    from tasks.recovery.base import (
+        ComponentSpec,
+        HealthSpec,
+        IssueInfo,
+        RecoveryContext,
+        RecoverySettings,
+    )
+    from tasks.recovery.commands import CommandSpec
+    from tasks.recovery.restart import RestartStrategy
+
+    marker = tmp_path / "restarted"
+    alive = tmp_path / "alive"
+    liveness = ProbeSpec("db", "liveness", "exec", argv=("test", "-e", str(alive)))
+    comp = ComponentSpec(
+        "db",
+        health=HealthSpec(liveness=liveness),
+        restart=CommandSpec(("sh", "-c", f"touch {marker} {alive}"), timeout=10),
+    )
+    settings = RecoverySettings(validation_timeout=2, validation_poll=0.1)
+    ctx = RecoveryContext(sqlite_engine, {"db": comp}, settings)
+    issue = IssueInfo(None, "db", "down", "down", "critical")
+    strategy = RestartStrategy()
+    # Still down: restarted, and validated by the liveness probe.
+    out = strategy.execute(strategy.plan(issue, ctx), issue, ctx)
+    assert out.success and marker.exists()
+    assert "liveness probe" in out.validation["detail"]
+    # Healthy again before the restart: not restarted.
+    marker.unlink()
+    out = strategy.execute(strategy.plan(issue, ctx), issue, ctx)
+    assert out.success and not marker.exists()
+    assert out.details["healthy_before_restart"] is True
