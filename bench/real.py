@@ -11,8 +11,9 @@ postmaster is killed (SIGKILL) and selfheal restarts it.
 
 **The baselines.** ``real.probe_period_s``: a crash cannot be seen faster than the
 failure threshold allows (3 failed probes ≈ 2-3 periods after the kill).
-``real.bare_restart_s``: the restart command alone, timed by a script that already knows
-the server is down (the start of the same server after a SIGKILL, measured first).
+``real.bare_restart_s``: the restart command alone, run by a script that already knows
+the server was killed, retried every 0.5 s until it succeeds (measured first, on the same
+server).
 
 Figures:
 
@@ -78,11 +79,19 @@ def run(quick: bool = False) -> dict[str, float]:
     quiet_s = 60.0 if quick else 300.0
     out: dict[str, float] = {"real.probe_period_s": PERIOD_S, "real.quiet_s": quiet_s}
     with tempfile.TemporaryDirectory(prefix="bench-real-") as tmp, postgres_instance() as pg:
-        # The baseline: a bare restart after a SIGKILL.
-        pg.signal(signal.SIGKILL)
-        time.sleep(1.0)
+        # The baseline: a script that knows the server was just killed runs the restart
+        # command until it succeeds (right after a SIGKILL the old backends still hold
+        # the shared memory for a moment, and pg_ctl refuses to start).
         t0 = time.monotonic()
-        pg.start()
+        pg.signal(signal.SIGKILL)
+        while True:
+            try:
+                pg.start()
+                break
+            except RuntimeError:
+                if time.monotonic() - t0 > 120:
+                    raise
+                time.sleep(0.5)
         out["real.bare_restart_s"] = round(time.monotonic() - t0, 2)
         root = Path(tmp)
         db_url = sqlite_url_for(root / "selfheal.db")
