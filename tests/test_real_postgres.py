@@ -19,7 +19,7 @@ from sqlalchemy import text
 
 from storage.engine import make_engine, sqlite_url_for
 from storage.issues import anomalies_frame, issues_frame
-from storage.recoveries import actions_frame, recoveries_frame
+from storage.recoveries import ACTIVE, actions_frame, recoveries_frame
 from tests.realpg import (
     Healer,
     Missing,
@@ -191,6 +191,10 @@ def test_exec_probe_hang(pg: RealPg, tmp_path: Path, prefect_server: None) -> No
                 "recoveries of the hang:",
                 hang_recs[["status", "strategy", "error", "validation"]].to_dict("records"),
             )
+            # Recorded: a recovery for the hang, finished (a restart attempt that fails
+            # while the hung postmaster holds its lock file, then "healthy again").
+            assert not hang_recs.empty
+            assert not hang_recs["status"].isin(ACTIVE).any(), hang_recs
             assert len(restarts) <= 5
             late = restarts[
                 restarts["started_at"] > pd.Timestamp(resumed_at + 15, unit="s", tz="UTC")
