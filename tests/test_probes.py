@@ -504,3 +504,40 @@ def test_a_down_component_whose_liveness_passes_again_is_not_restarted(
     out = strategy.execute(strategy.plan(issue, ctx), issue, ctx)
     assert out.success and not marker.exists()
     assert out.details["healthy_before_restart"] is True
+
+
+def test_the_detect_flow_runs_the_probes_when_nothing_schedules_them(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    """``selfheal cycle`` / ``selfheal detect`` without ``serve``: each run probes once,
+    and the failure threshold counts those runs."""
+    import json
+
+    from flows.detect import detect
+    from storage.engine import make_engine, sqlite_url_for
+    from storage.issues import anomalies_frame
+
+    db_url = sqlite_url_for(tmp_path / "d.db")
+    cfg = tmp_path / "c.json"
+    probe = {"exec": ["false"], "period_s": 0.2, "timeout_s": 0.2, "failure_threshold": 2}
+    cfg.write_text(
+        json.dumps(
+            {
+                "database_url": db_url,
+                "detection": {"group_wait": 0},
+                "components": {"db": {"probes": {"liveness": probe}}},
+            }
+        )
+    )
+    first = detect(str(cfg))
+    assert first["new_issues"] == []  # one failure of the two needed
+    time.sleep(0.4)
+    second = detect(str(cfg))
+    assert [(i["component"], i["kind"], i["severity"]) for i in second["new_issues"]] == [
+        ("db", "down", "critical")
+    ]
+    engine = make_engine(db_url)
+    try:
+        assert set(anomalies_frame(engine)["detector"]) == {"probe:liveness"}
+    finally:
+        engine.dispose()
