@@ -62,6 +62,7 @@ def make_scheduler(
     engine: Engine,
     on_transition: TransitionCallback | None = None,
     on_result: Callable[[ProbeResult], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> ProbeScheduler | None:
     """A scheduler over the configured probes that stores every result; None without probes.
 
@@ -84,16 +85,19 @@ def make_scheduler(
             on_transition(result, before, after)
 
     workers = min(MAX_PROBE_WORKERS, max(2, len(specs)))
-    return ProbeScheduler(specs, on_result=stored, on_transition=transition, max_workers=workers)
+    return ProbeScheduler(
+        specs, on_result=stored, on_transition=transition, max_workers=workers, on_stop=on_stop
+    )
 
 
 def start_probe_scheduler(
     config: SelfHealConfig,
     engine: Engine,
     on_transition: TransitionCallback | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> ProbeScheduler | None:
     """Start probing every component on its own period (``selfheal serve``); stop() it."""
-    scheduler = make_scheduler(config, engine, on_transition)
+    scheduler = make_scheduler(config, engine, on_transition, on_stop=on_stop)
     if scheduler is not None:
         scheduler.start()
         log.info("probing %d probes on their own periods", len(scheduler.probes))

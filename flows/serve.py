@@ -154,18 +154,11 @@ def _start_probes(config: SelfHealConfig, on_transition: Any = None) -> Any:
 
     engine = make_engine(database_url(config))
     ensure_schema(engine)
-    scheduler = start_probe_scheduler(config, engine, on_transition)
+    scheduler = start_probe_scheduler(config, engine, on_transition, on_stop=engine.dispose)
     if scheduler is None:
         engine.dispose()
         return None
     print(f"probing {len(scheduler.probes)} probes on their own periods", flush=True)
-    stop = scheduler.stop
-
-    def stop_and_close(timeout: float = 10.0) -> None:
-        stop(timeout)
-        engine.dispose()
-
-    scheduler.stop = stop_and_close  # type: ignore[method-assign]
     return scheduler
 
 

@@ -37,6 +37,7 @@ class ProbeScheduler:
         on_transition: TransitionCallback | None = None,
         max_workers: int = 4,
         runner: Callable[[ProbeSpec], ProbeResult] = run_probe,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         keys = [p.key for p in probes]
         if len(set(keys)) != len(keys):
@@ -46,6 +47,7 @@ class ProbeScheduler:
         self.on_transition = on_transition
         self.max_workers = max(1, max_workers)
         self._runner = runner
+        self._on_stop = on_stop  # e.g. close what the callbacks write to
         self._states = {p.key: ProbeState(p.failure_threshold, p.success_threshold) for p in probes}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -122,6 +124,8 @@ class ProbeScheduler:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
         self._running.clear()
+        if self._on_stop is not None:
+            self._call(self._on_stop)
 
     def __enter__(self) -> ProbeScheduler:
         return self.start()
