@@ -4,6 +4,7 @@ and detection read them like any scraped series."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -55,8 +56,6 @@ def latest_probe_ms(engine: Engine) -> dict[tuple[str, str], int]:
         "JOIN samples x ON x.series_id = s.id "
         "WHERE s.metric = :metric GROUP BY c.name, s.labels"
     )
-    import json
-
     out: dict[tuple[str, str], int] = {}
     with engine.connect() as conn:
         for name, labels, newest in conn.execute(sql, {"metric": PROBE_OK_METRIC}):

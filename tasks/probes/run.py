@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import operator
 import os
 import signal
@@ -113,8 +114,6 @@ def run_metric(spec: ProbeSpec) -> tuple[bool, str]:
     frame = parse_exposition(resp.text, spec.component, 0, IngestReport("probe"))
     rows = frame[frame["metric"] == spec.series] if not frame.empty else frame
     if spec.labels and not rows.empty:
-        import json
-
         wanted = dict(spec.labels)
         rows = rows[
             rows["labels"].map(lambda t: all(json.loads(t).get(k) == v for k, v in wanted.items()))
