@@ -33,6 +33,7 @@ from bench.common import (
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
 BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune", "retention", "storm", "load", "demo"]
+BENCHMARKS += ["real"]  # a real PostgreSQL and its exporter (skips when they are missing)
 
 
 def shown(value: float) -> str:

@@ -64,10 +64,22 @@ def get_status(config_path: str | None = None, rt: Runtime | None = None) -> dic
             "issues_acted_on": stats.issues_acted_on,
             "healed_automatically": stats.healed_automatically,
             "issues_total": len(issues),
+            "warmup": detector_warmup(rt),
         }
     finally:
         if own:
             rt.close()
+
+
+def detector_warmup(rt: Runtime) -> dict[str, Any]:
+    """How many series the time-series detectors still skip for lack of history."""
+    from storage.warmup import series_history
+    from tasks.detection.warmup import warmup
+
+    d = rt.config.detection
+    min_points = max((int(s.params.get("min_points", 60)) for s in d.detectors), default=60)
+    start_ms = int((time.time() - d.lookback) * 1000)
+    return warmup(series_history(rt.engine, start_ms), min_points, d.include, d.exclude).as_dict()
 
 
 def list_approvals(

@@ -398,6 +398,15 @@ def status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         f"({status['healed_automatically']} of {status['issues_acted_on']} issues)"
     )
     typer.echo(f"mean time to recover: {'n/a' if mttr is None else f'{mttr:.1f} s'}")
+    w = status.get("warmup") or {}
+    if w.get("learning"):
+        until = str(w["until"] or "")[:19].replace("T", " ")
+        typer.echo(
+            f"detectors learning:  {w['learning']} of {w['series']} series "
+            f"(fewer than {w['min_points']} points; all scored by about {until or '?'} UTC)"
+        )
+    elif w.get("series"):
+        typer.echo(f"detectors learning:  none ({w['series']} series scored)")
 
 
 @app.command("approvals")

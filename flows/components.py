@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flows.config import Command, HealthCheck, HttpAction, SelfHealConfig
+from flows.config import Command, HealthCheck, HttpAction, ProbeConfig, SelfHealConfig
+from tasks.probes.spec import ProbeSpec
 from tasks.recovery.backoff import BackoffPolicy
 from tasks.recovery.base import (
     ComponentSpec,
@@ -29,10 +30,60 @@ def http_spec(h: HttpAction | None) -> HttpSpec | None:
     return HttpSpec(h.url, h.method, h.json_body, tuple(sorted(h.headers.items())), h.timeout)
 
 
-def health_spec(h: HealthCheck, metrics_url: str | None) -> HealthSpec:
+def health_spec(
+    h: HealthCheck, metrics_url: str | None, liveness: ProbeSpec | None = None
+) -> HealthSpec:
     return HealthSpec(
-        h.url, h.timeout, h.expect_status, h.use_up_metric, metrics_url, h.score_metric
+        h.url, h.timeout, h.expect_status, h.use_up_metric, metrics_url, h.score_metric, liveness
     )
+
+
+def probe_spec(component: str, name: str, p: ProbeConfig, metrics_url: str | None) -> ProbeSpec:
+    common = {
+        "period_s": p.period_s,
+        "timeout_s": p.timeout_s,
+        "failure_threshold": p.failure_threshold,
+        "success_threshold": p.success_threshold,
+        "initial_delay_s": p.initial_delay_s,
+    }
+    if p.exec is not None:
+        return ProbeSpec(component, name, "exec", argv=tuple(p.exec), **common)  # type: ignore[arg-type]
+    if p.tcp is not None:
+        host, _, port = p.tcp.rpartition(":")
+        return ProbeSpec(component, name, "tcp", host=host.strip("[]"), port=int(port), **common)  # type: ignore[arg-type]
+    if p.http is not None:
+        return ProbeSpec(
+            component,
+            name,  # type: ignore[arg-type]
+            "http",
+            url=p.http.url,
+            expect_status=p.http.expect_status,
+            body_contains=p.http.body_contains,
+            **common,  # type: ignore[arg-type]
+        )
+    assert p.metric is not None
+    return ProbeSpec(
+        component,
+        name,  # type: ignore[arg-type]
+        "metric",
+        url=p.metric.url or metrics_url or "",
+        series=p.metric.series,
+        labels=tuple(sorted(p.metric.labels.items())),
+        op=p.metric.op,
+        value=p.metric.value,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+def probe_specs(config: SelfHealConfig) -> list[ProbeSpec]:
+    """Every configured probe of every component, liveness first."""
+    out = []
+    for name, comp in sorted(config.components.items()):
+        for probe_name in ("liveness", "readiness"):
+            p = getattr(comp.probes, probe_name)
+            if p is not None:
+                out.append(probe_spec(name, probe_name, p, comp.metrics_url))
+    return out
 
 
 def component_specs(config: SelfHealConfig) -> dict[str, ComponentSpec]:
@@ -45,9 +96,11 @@ def component_specs(config: SelfHealConfig) -> dict[str, ComponentSpec]:
             specs[name] = ComponentSpec(name, restart=restart)
             continue
         hook = comp.reconfigure
+        live = comp.probes.liveness
+        liveness = probe_spec(name, "liveness", live, comp.metrics_url) if live else None
         specs[name] = ComponentSpec(
             name,
-            health=health_spec(comp.health, comp.metrics_url),
+            health=health_spec(comp.health, comp.metrics_url, liveness),
             restart=restart,
             isolate=HookSpec(command_spec(comp.isolate.command), http_spec(comp.isolate.http))
             if comp.isolate

@@ -172,6 +172,84 @@ class ReconfigureHook(StrictModel):
         return self
 
 
+class ProbeHttp(StrictModel):
+    url: HttpUrl
+    expect_status: int = Field(200, ge=100, le=599)
+    body_contains: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, value: Any) -> Any:
+        return {"url": value} if isinstance(value, str) else value
+
+
+class ProbeMetric(StrictModel):
+    """A scraped series compared to a value: ``{"series": "pg_up", "op": "==", "value": 1}``."""
+
+    series: str = Field(min_length=1)
+    op: Literal["==", "!=", "<", "<=", ">", ">="] = "=="
+    value: float = 1.0
+    labels: dict[str, str] = {}
+    url: HttpUrl | None = None  # default: the component's metrics_url
+
+
+class ProbeConfig(StrictModel):
+    """One probe in the Kubernetes shape: exactly one of exec, tcp, http, metric."""
+
+    exec: list[str] | None = None
+    tcp: str | None = None  # "host:port"
+    http: ProbeHttp | None = None
+    metric: ProbeMetric | None = None
+    # Kubernetes' defaults.
+    period_s: float = Field(10.0, ge=0.1, le=86400)
+    timeout_s: float = Field(1.0, gt=0, le=3600)
+    failure_threshold: int = Field(3, ge=1, le=1000)
+    success_threshold: int = Field(1, ge=1, le=1000)
+    initial_delay_s: float = Field(0.0, ge=0, le=86400)
+
+    @field_validator("exec", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        return None if value is None else split_command(value)
+
+    @field_validator("tcp")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"{value!r} is not host:port with a port in 1..65535")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ProbeConfig:
+        given = [k for k in ("exec", "tcp", "http", "metric") if getattr(self, k) is not None]
+        if len(given) != 1:
+            shown = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of exec, tcp, http, metric (got {shown})")
+        if self.timeout_s > self.period_s:
+            raise ValueError(
+                f"timeout_s ({self.timeout_s:g}) must not exceed period_s ({self.period_s:g})"
+            )
+        return self
+
+
+class ProbesConfig(StrictModel):
+    """``liveness`` failing: the component is down; ``readiness`` failing: degraded."""
+
+    liveness: ProbeConfig | None = None
+    readiness: ProbeConfig | None = None
+
+
+class DetectionFilter(StrictModel):
+    """Glob patterns over series names (``go_*``, ``*_bytes``): which are detection
+    candidates. ``include`` wins over the built-in exclusions and over ``exclude``."""
+
+    include: list[str] = []
+    exclude: list[str] = []
+
+
 class ComponentConfig(StrictModel):
     """One component of the platform and how to observe and act on it."""
 
@@ -188,6 +266,8 @@ class ComponentConfig(StrictModel):
     reconfigure: ReconfigureHook | None = None
     # The half-open trial check when other components depend on this one (default: health).
     probe: HealthCheck | None = None
+    probes: ProbesConfig = ProbesConfig()
+    detection: DetectionFilter = DetectionFilter()
 
 
 class PrometheusQuery(StrictModel):
@@ -322,6 +402,11 @@ class DetectionConfig(StrictModel):
     # A Dask scheduler (tcp://host:8786) to spread the detection shards over (needs the
     # "dask" extra); unset, shards run one after another in the cycle's process.
     dask_address: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$")
+    # Series name globs: ``include`` brings back what the built-in exclusions (the
+    # exporter's own go_*/process_*/promhttp_*/*_exporter_* and scrape bookkeeping, process
+    # identity gauges) or ``exclude`` leave out. Components add their own lists.
+    include: list[str] = []
+    exclude: list[str] = []
 
 
 # The domain's dataclasses hold the defaults; the configuration adds bounds and messages.
@@ -437,6 +522,19 @@ class SelfHealConfig(StrictModel):
     @model_validator(mode="after")
     def _cross_checks(self) -> SelfHealConfig:
         for name, comp in self.components.items():
+            metric_probes = [
+                (n, p)
+                for n, p in (
+                    ("liveness", comp.probes.liveness),
+                    ("readiness", comp.probes.readiness),
+                )
+                if p is not None and p.metric is not None and p.metric.url is None
+            ]
+            if metric_probes and comp.metrics_url is None:
+                raise ValueError(
+                    f"components.{name}.probes.{metric_probes[0][0]}.metric needs a url "
+                    "or the component's metrics_url"
+                )
             for dep in comp.depends_on:
                 if dep not in self.components:
                     raise ValueError(

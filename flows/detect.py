@@ -12,7 +12,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from sqlalchemy import Engine
 
+from flows.components import probe_specs
 from flows.config import SelfHealConfig
+from flows.probes import probe_thresholds, run_due_probes
 from flows.runtime import Runtime, database_url, open_runtime
 from storage.engine import make_engine
 from storage.issues import (
@@ -84,6 +86,16 @@ def run_shard(engine: Engine, plan: ShardPlan) -> ShardResult:
         except Exception as exc:  # noqa: BLE001 - one bad component must not stop the others
             result.errors.append(f"{comp}: {type(exc).__name__}: {exc}")
     return result
+
+
+@task(name="run-probes", **_TASK_OPTS)
+def run_probes_task(rt: Runtime) -> int:
+    """The probes no scheduler ran in their last period, once each, stored."""
+    results = run_due_probes(rt.config, rt.engine)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        get_run_logger().info("%s probe of %s failed: %s", r.probe, r.component, r.detail)
+    return len(results)
 
 
 @task(name="detect-shard", **_TASK_OPTS)
@@ -223,7 +235,17 @@ def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:
     d = cfg.detection
     comps = sorted(set(cfg.components) | set(component_names(rt.engine)))
     metrics = MetricDetectionSettings(
-        lookback_s=d.lookback, behaviour=d.behaviour, key_metrics=tuple(d.key_metrics)
+        lookback_s=d.lookback,
+        behaviour=d.behaviour,
+        key_metrics=tuple(d.key_metrics),
+        include=tuple(d.include),
+        exclude=tuple(d.exclude),
+        component_filters={
+            n: (tuple(c.detection.include), tuple(c.detection.exclude))
+            for n, c in cfg.components.items()
+            if c.detection.include or c.detection.exclude
+        },
+        probe_thresholds=probe_thresholds(cfg),
     )
     logs = LogDetectionSettings(
         lookback_s=d.lookback,
@@ -250,6 +272,9 @@ def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:
 def run_detection(rt: Runtime, now: datetime | None = None) -> GroupSummary:
     """Submit one task per shard, then group everything in one task. Call inside a flow."""
     logger = get_run_logger()
+    if probe_specs(rt.config):
+        # Probes nobody ran lately (no scheduler: ``selfheal cycle``) run now, before reading.
+        run_probes_task(rt)
     now = now or datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     plans = shard_plans(rt, now_ms)

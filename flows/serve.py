@@ -106,6 +106,7 @@ def run_serve(
         api_url = server.api_url
         os.environ["PREFECT_API_URL"] = api_url  # for the runs' subprocesses
     dash = None
+    probes = None
     try:
         # The runner looks for runs to start every 10 s by default; recoveries (and resumed
         # approvals) should not wait that long.
@@ -118,6 +119,7 @@ def run_serve(
             from flows.cycle import ensure_limits
 
             ensure_limits(config.max_concurrent_recoveries)
+            probes = _start_probes(config)
             if dashboard if dashboard is not None else config.dashboard_enabled:
                 dash = _start_dashboard(config, config_path)
             deps = deployments(config, config_path, cycle)
@@ -130,12 +132,34 @@ def run_serve(
     except KeyboardInterrupt:
         print("stopping", flush=True)
     finally:
+        if probes is not None:
+            probes.stop()
         if dash is not None:
             dash.stop()
         if server is not None:
             server.stop()
             os.environ.pop("PREFECT_API_URL", None)
     return 0
+
+
+def _start_probes(config: SelfHealConfig, on_transition: Any = None) -> Any:
+    """Probe every component on its own period in this process (results in the database);
+    the returned object has ``stop()``. None when no component has a probe.
+    ``on_transition(result, old, new)`` is called when a probe's threshold state changes
+    (``new == "failing"`` on a liveness probe: the component just went down)."""
+    from flows.probes import start_probe_scheduler
+    from flows.runtime import database_url
+    from storage.engine import make_engine
+    from storage.migrate import ensure_schema
+
+    engine = make_engine(database_url(config))
+    ensure_schema(engine)
+    scheduler = start_probe_scheduler(config, engine, on_transition, on_stop=engine.dispose)
+    if scheduler is None:
+        engine.dispose()
+        return None
+    print(f"probing {len(scheduler.probes)} probes on their own periods", flush=True)
+    return scheduler
 
 
 def _start_dashboard(config: SelfHealConfig, config_path: str | None) -> Any:

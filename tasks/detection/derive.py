@@ -1,7 +1,8 @@
 """From stored samples to the series detectors look at.
 
 Counters become per-second rates (a drop is a reset, as in Prometheus' ``rate``);
-histograms and summaries become their mean (Δsum / Δcount); buckets are skipped (the mean
+an untyped ``*_total`` is a counter too (the naming convention); histograms and
+summaries become their mean (Δsum / Δcount); buckets are skipped (the mean
 and the quantiles carry the signal); gauges stay as they are. The synthetic ``up`` series
 is left to the down detector.
 """
@@ -134,7 +135,7 @@ def derive_arrays(
         if kind in ("histogram", "summary") and metric.endswith("_count"):
             counts[(metric[:-6], labels)] = raw
             continue
-        if kind == "counter":
+        if kind == "counter" or (kind == "untyped" and metric.endswith("_total")):
             out.append(DerivedSeries(f"{metric}:rate", labels, key, _counter_rate(raw)))
         else:
             out.append(DerivedSeries(metric, labels, key, raw.series()))

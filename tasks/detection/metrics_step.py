@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -21,8 +21,10 @@ from storage.issues import AnomalyRecord
 from storage.metrics import read_arrays
 from tasks.detection.base import Anomaly, BaseDetector
 from tasks.detection.behaviour import ProfileDetector, RelationDetector, align
+from tasks.detection.candidates import is_candidate, is_target_up
 from tasks.detection.derive import UP, DerivedSeries, derive_arrays
-from tasks.detection.down import detect_down
+from tasks.detection.down import detect_down, detect_probe
+from tasks.probes.spec import PROBE_OK_METRIC
 
 KEY_METRICS = ("*request*:rate", "*latency*:mean", "*error*:rate", "*queue*", "*memory*")
 
@@ -35,6 +37,18 @@ class MetricDetectionSettings:
     relation_params: dict[str, object] = field(default_factory=dict)
     profile_params: dict[str, object] = field(default_factory=dict)
     freeze_max_s: float = 1800.0
+    # Series name globs (tasks.detection.candidates): global, then per component.
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    component_filters: Mapping[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=dict
+    )
+    # component → probe name → (failure_threshold, success_threshold)
+    probe_thresholds: Mapping[str, Mapping[str, tuple[int, int]]] = field(default_factory=dict)
+
+    def filters_for(self, component: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        inc, exc = self.component_filters.get(component, ((), ()))
+        return self.include + inc, self.exclude + exc
 
 
 @dataclass
@@ -45,6 +59,10 @@ class ComponentWindow:
     derived: list[DerivedSeries]
     up: pd.Series
     newest_ms: int | None
+    # Exporters' own "target up" gauges (pg_up, redis_up), by metric name.
+    targets: dict[str, pd.Series] = field(default_factory=dict)
+    # Probe results (probe_ok{probe=NAME}: 1 passed, 0 failed), by probe name.
+    probes: dict[str, pd.Series] = field(default_factory=dict)
 
 
 def read_component(
@@ -63,8 +81,25 @@ def read_component(
     is_up = np.isin(sids, up_ids)
     up = pd.Series(values[is_up], index=index[is_up])
     newest = int(ts_ms.max())
+    targets: dict[str, pd.Series] = {}
+    probes: dict[str, pd.Series] = {}
+    for sid, (metric, kind, labels) in meta.items():
+        if metric == PROBE_OK_METRIC:
+            name = json.loads(labels).get("probe", "liveness")
+            mask = sids == sid
+            probes[name] = pd.Series(values[mask], index=index[mask]).sort_index()
+        elif metric != UP and is_target_up(metric) and kind in ("gauge", "untyped"):
+            if labels != "{}":
+                continue  # a labelled *_up is one of several targets: left to the detectors
+            mask = sids == sid
+            targets[metric] = pd.Series(values[mask], index=index[mask]).sort_index()
     return ComponentWindow(
-        component, derive_arrays(sids, index, values, meta), up.sort_index(), newest
+        component,
+        derive_arrays(sids, index, values, meta),
+        up.sort_index(),
+        newest,
+        {k: v for k, v in targets.items() if len(v)},
+        {k: v for k, v in probes.items() if len(v)},
     )
 
 
@@ -121,6 +156,16 @@ def detect_metrics(
     fault that keeps growing (a leak) stops alarming while it is still there.
     """
     out = detect_down(window.component, window.up, watermark_ms)
+    for metric, series in window.targets.items():
+        out += detect_down(window.component, series, watermark_ms, f"{metric} = 0")
+    thresholds = settings.probe_thresholds.get(window.component, {})
+    for probe, series in window.probes.items():
+        failure, success = thresholds.get(probe, (3, 1))
+        out += detect_probe(window.component, probe, series, watermark_ms, failure, success)
+    include, exclude = settings.filters_for(window.component)
+    derived = [d for d in window.derived if is_candidate(d.name, include, exclude)]
+    if len(derived) != len(window.derived):
+        window = replace(window, derived=derived)
     todo = []
     for d in window.derived:
         history, new = _split(d.values, watermark_ms)

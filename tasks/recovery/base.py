@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from sqlalchemy import Engine
 
 from storage.issues import IssueRecord
+from tasks.probes.spec import ProbeSpec
 from tasks.recovery.backoff import BackoffPolicy
 from tasks.recovery.breaker import BreakerConfig
 from tasks.recovery.commands import CommandSpec
@@ -68,6 +69,8 @@ class HealthSpec:
     use_up_metric: bool = True
     metrics_url: str | None = None
     score_metric: str | None = None  # a gauge in [0, 1] the component reports about itself
+    # The component's liveness probe: when set, it decides health (not "the exporter answered").
+    liveness: ProbeSpec | None = None
 
 
 @dataclass(frozen=True)

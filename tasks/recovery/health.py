@@ -1,7 +1,8 @@
 """Is a component healthy, and how healthy? Used to validate recoveries and as fitness.
 
-``check_health`` answers yes or no: the health URL answers the expected status, else the
-metrics endpoint answers (and its ``up`` gauge, if any, is 1), else the latest stored
+``check_health`` answers yes or no: the liveness probe passes when there is one, else
+the health URL answers the expected status, else the
+metrics endpoint answers (and its ``up`` and ``*_up`` gauges, if any, are 1), else the latest stored
 ``up`` sample is 1.
 
 ``measure`` gives a number in [0, 1] comparable across changes of the same component: the
@@ -21,9 +22,11 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from storage.metrics import read_samples
+from tasks.detection.candidates import is_target_up
 from tasks.ingest.http import redact_url
 from tasks.ingest.prometheus_text import parse_exposition
 from tasks.ingest.records import IngestReport
+from tasks.probes.run import run_probe
 from tasks.recovery.base import HealthSpec
 
 LATENCY_REF_S = 0.1
@@ -38,6 +41,10 @@ class HealthCheck:
 def check_health(
     spec: HealthSpec, component: str = "", engine: Engine | None = None
 ) -> HealthCheck:
+    if spec.liveness is not None:
+        # The liveness probe decides: "the exporter answered" says nothing of its target.
+        result = run_probe(spec.liveness)
+        return HealthCheck(result.ok, f"liveness probe: {result.detail}")
     if spec.url:
         try:
             resp = httpx.get(spec.url, timeout=spec.timeout)
@@ -53,7 +60,13 @@ def check_health(
         frame = parse_exposition(text, component, 0, IngestReport("health"))
         up = frame[(frame["metric"] == "up") & (frame["labels"] == "{}")]["value"]
         ok = up.empty or float(up.iloc[-1]) >= 0.5
-        return HealthCheck(ok, f"metrics endpoint answers{'' if ok else ', up = 0'}")
+        if not ok:
+            return HealthCheck(False, "metrics endpoint answers, up = 0")
+        # An exporter says its target is down with a gauge named *_up (pg_up, redis_up).
+        target = frame[frame["metric"].map(is_target_up) & (frame["value"] < 0.5)]
+        if not target.empty:
+            return HealthCheck(False, f"metrics endpoint answers, {target['metric'].iloc[0]} = 0")
+        return HealthCheck(True, "metrics endpoint answers")
     if spec.use_up_metric and engine is not None:
         recent = read_samples(
             engine,

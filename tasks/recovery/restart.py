@@ -3,7 +3,9 @@
 Restarts follow Kubernetes' crash-loop backoff (``tasks.recovery.backoff``), counted over
 every restart of the component, whichever recovery made it. While validation fails the
 strategy waits its backoff and restarts again; past ``max_restarts`` in the window it
-stops and reports failure, so the ladder escalates and the pair is quarantined.
+stops and reports failure, so the ladder escalates and the pair is quarantined. A down
+component whose liveness probe passes again before a restart (a hang that ended) is
+not restarted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from storage.recoveries import action_times, record_action
 from tasks.recovery.backoff import decide_restart
 from tasks.recovery.base import IssueInfo, Outcome, Plan, RecoveryContext, RecoveryStrategy
 from tasks.recovery.commands import run_command
-from tasks.recovery.health import measure
+from tasks.recovery.health import check_health, measure
 from tasks.recovery.validate import validate_fix
 
 
@@ -80,6 +82,18 @@ class RestartStrategy(RecoveryStrategy):
                     )
                 ctx.sleep(decision.wait_s)
                 continue
+            if issue.kind == "down" and comp.health.liveness is not None:
+                # A hang that ended (SIGCONT), or a crash something else restarted: the
+                # liveness probe passes again, so restarting it now would only hurt.
+                check = check_health(comp.health, comp.name, ctx.engine)
+                if check.ok:
+                    return Outcome(
+                        True,
+                        self.name,
+                        output="\n".join(outputs)[-4000:],
+                        validation={"ok": True, "detail": f"healthy again: {check.detail}"},
+                        details={"restarts": attempts, "healthy_before_restart": True},
+                    )
             started = ctx.clock()
             result = run_command(comp.restart)
             outputs.append(result.output)
