@@ -9,6 +9,7 @@ each score only uses the past.
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
