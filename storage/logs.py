@@ -253,3 +253,14 @@ def templates_frame(engine: Engine | Connection, component: str | None = None) -
         sql += " WHERE component = :c"
         params["c"] = component
     return _frame(engine, text(sql + " ORDER BY component, template_key"), params, cols)
+
+
+def event_times(engine: Engine | Connection, component: str) -> list[int]:
+    """Every event time (epoch ms) of a component, ascending."""
+    df = _frame(
+        engine,
+        text("SELECT ts FROM log_events WHERE component = :c ORDER BY ts"),
+        {"c": component},
+        ["ts"],
+    )
+    return [int(t) for t in df["ts"]]

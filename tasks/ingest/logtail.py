@@ -9,14 +9,22 @@
 - A partial last line (no newline yet) is left for the next run.
 - Bytes that are not UTF-8 are replaced, not dropped; an over-long line is capped with a
   marker saying how many bytes were cut.
+- A file seen for the first time is read from its end (its history is not news), unless
+  ``from_start`` is set.
+- Each file's header layout is learned from its own first lines
+  (:func:`tasks.logs.lineparse.learn_format`), kept with the annotator's state and
+  learned again when most recent lines stop fitting. The line's own timestamp is stored;
+  a line without one is stamped with the read time, and the report says how many were.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -24,7 +32,7 @@ from sqlalchemy import Connection, Engine
 
 from storage.logs import EventRow, TailPosition, commit_batch, get_or_create_source
 from tasks.ingest.records import IngestReport
-from tasks.logs.lineparse import parse_log_line
+from tasks.logs.lineparse import SAMPLE_LINES, LogFormat, learn_format
 
 HEAD_BYTES = 256
 READ_CHUNK = 1 << 20
@@ -32,9 +40,14 @@ LEVELS_KEPT = 16
 
 
 class LineAnnotator(Protocol):
-    """Labels lines (template mining) and saves its state with each committed batch."""
+    """Labels lines (template mining), keeps each file's learned format, and saves both
+    with each committed batch."""
 
     def label(self, message: str, ts_ms: int) -> int | None: ...
+
+    def get_format(self, path: str) -> LogFormat | None: ...
+
+    def set_format(self, path: str, fmt: LogFormat) -> None: ...
 
     def flush(self, conn: Connection) -> None: ...
 
@@ -44,6 +57,11 @@ class TailSettings:
     batch_lines: int = 5000
     max_line_bytes: int = 16384
     max_bytes_per_run: int = 64 * 1024 * 1024
+    from_start: bool = False  # read a file seen for the first time from its start
+
+
+NO_TS_NOTE = "lines without a timestamp (stamped with the read time)"
+RELEARN_NOTE = "header format learned again (lines stopped fitting)"
 
 
 @dataclass(frozen=True)
@@ -151,6 +169,10 @@ def tail_file(
     if pos.inode is None:
         pos.inode, pos.head_len = st.st_ino, head_len
         pos.head_hash = _head_hash(p, head_len)
+        if not settings.from_start:
+            pos.byte_offset = _end_of_last_line(p, st.st_size)
+            if pos.byte_offset:
+                report.notes["bytes skipped at first sight (read from the end)"] += pos.byte_offset
     else:
         same_file = st.st_ino == pos.inode and (
             pos.head_len == 0
@@ -166,6 +188,31 @@ def tail_file(
             pos.head_len, pos.head_hash = head_len, _head_hash(p, head_len)
     _drain(engine, p, pos, component, settings, annotator, clock, report, final=False)
     return report
+
+
+def _end_of_last_line(path: Path, size: int) -> int:
+    """Offset just after the last newline of the file (0 if there is none)."""
+    with path.open("rb") as fh:
+        pos = size
+        while pos > 0:
+            start = max(0, pos - READ_CHUNK)
+            fh.seek(start)
+            chunk = fh.read(pos - start)
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                return start + nl + 1
+            pos = start
+    return 0
+
+
+def _head_lines(path: Path, settings: TailSettings) -> list[str]:
+    """The file's first lines, to learn its format from."""
+    out: list[str] = []
+    for raw in iter_lines(path, 0, settings.max_line_bytes, 4 * 1024 * 1024):
+        out.append(_decode(raw))
+        if len(out) >= SAMPLE_LINES:
+            break
+    return out
 
 
 def _new_generation(pos: TailPosition, inode: int, path: Path, head_len: int) -> None:
@@ -202,20 +249,49 @@ def _drain(
         batch = []
 
     read_ms = int(clock() * 1000)
+    now = datetime.fromtimestamp(read_ms / 1000, UTC)
+    key = str(path if not final else pos.path)
+    fmt = annotator.get_format(key) if annotator is not None else None
+    if fmt is None:
+        fmt = learn_format(_head_lines(path, settings), now)
+        if annotator is not None:
+            annotator.set_format(key, fmt)
+    split = fmt.split
+    label = annotator.label if annotator is not None else None
+    recent: deque[str] = deque(maxlen=SAMPLE_LINES)
+    no_ts = 0
+    capped = 0
+    max_batch = settings.batch_lines
+    generation = pos.generation
     lines = iter_lines(
         path, pos.byte_offset, settings.max_line_bytes, settings.max_bytes_per_run, final
     )
     for raw in lines:
         text = _decode(raw)
-        parsed = parse_log_line(text)
-        ts_ms = int(parsed.ts.timestamp() * 1000) if parsed.ts is not None else read_ms
-        level = parsed.level[:LEVELS_KEPT] if parsed.level else None
-        template_id = annotator.label(parsed.message, ts_ms) if annotator is not None else None
+        ts, level, message = split(text, now)
+        if ts is None:
+            ts_ms = read_ms
+            no_ts += 1
+        else:
+            ts_ms = int(ts * 1000)
+        template_id = label(message, ts_ms) if label is not None else None
         if raw.cut:
-            report.notes["lines capped at max_line_bytes"] += 1
-        batch.append((pos.generation, raw.offset, ts_ms, level, template_id, text))
+            capped += 1
+        batch.append((generation, raw.offset, ts_ms, level, template_id, message))
         end = raw.offset + raw.size
-        if len(batch) >= settings.batch_lines:
+        if fmt.recent_misses:
+            recent.append(text)
+            if fmt.stale():
+                fmt = learn_format(list(recent), now)
+                split = fmt.split
+                report.notes[RELEARN_NOTE] += 1
+                if annotator is not None:
+                    annotator.set_format(key, fmt)
+        if len(batch) >= max_batch:
             flush()
     if batch or end != pos.byte_offset:
         flush()
+    if no_ts:
+        report.notes[NO_TS_NOTE] += no_ts
+    if capped:
+        report.notes["lines capped at max_line_bytes"] += capped
