@@ -173,6 +173,8 @@ def tail_file(
             pos.byte_offset = _end_of_last_line(p, st.st_size)
             if pos.byte_offset:
                 report.notes["bytes skipped at first sight (read from the end)"] += pos.byte_offset
+            with engine.begin() as conn:  # remember where reading starts
+                commit_batch(conn, pos, component, [])
     else:
         same_file = st.st_ino == pos.inode and (
             pos.head_len == 0
