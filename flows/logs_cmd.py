@@ -72,7 +72,11 @@ def analyse_file(
         a = alert.get(row.id)
         a = a if isinstance(a, str) else ""
         alerts += bool(a)
-        tid = "" if row.template_id is None or row.template_id != row.template_id else int(row.template_id)
+        tid = (
+            ""
+            if row.template_id is None or row.template_id != row.template_id
+            else int(row.template_id)
+        )
         writer.writerow(
             [
                 i,

@@ -116,7 +116,7 @@ GARBAGE = [
 def test_garbage_never_raises() -> None:
     fmt = learn_format(GARBAGE, NOW)
     for line in GARBAGE:
-        ts, level, msg = fmt.split(line, NOW)
+        _, level, msg = fmt.split(line, NOW)
         assert level in (None, *LEVELS)
         assert isinstance(msg, str)
     good = learn_format([f"2026-01-01 00:00:0{i} INFO ok {i}" for i in range(9)], NOW)

@@ -29,6 +29,7 @@ MESSAGES = [
     "request 4411 finished in 35 ms",
 ]
 LEVELS = ["INFO", "DEBUG", "ERROR", "WARNING", "INFO"]
+WINDOWS_LEVELS = {"INFO": "Information", "DEBUG": "Verbose", "ERROR": "Error", "WARNING": "Warning"}
 
 
 def _rows(n: int = 60) -> list[tuple[datetime, str, str]]:
@@ -67,7 +68,7 @@ LAYOUTS = {
     "windows": (
         lambda t, lv, m, i: (
             f"{t.month}/{t.day}/{t.year} {int(t.strftime('%I'))}:{t:%M:%S} {t:%p} "
-            f"{ {'INFO': 'Information', 'DEBUG': 'Verbose', 'ERROR': 'Error', 'WARNING': 'Warning'}[lv]} "
+            f"{WINDOWS_LEVELS[lv]} "
             f"{m}"
         ),
         1.0,

@@ -49,7 +49,9 @@ def _tpl(miner: TemplateMiner, tid: int) -> Template:
 
 # ---------------------------------------------------------------- grouping accuracy
 @pytest.mark.parametrize("name", sorted(GA_THRESHOLDS))
-def test_grouping_accuracy_through_the_ingest_path(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grouping_accuracy_through_the_ingest_path(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The sample is written to a file, tailed, and the *stored* template ids are scored."""
     monkeypatch.setenv("SELFHEAL_DATASETS", str(_loghub()))
     ga = evaluate_ga(name)

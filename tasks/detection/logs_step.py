@@ -135,18 +135,20 @@ def detect_log_lines(
     bursts = _bursts(new, history, watermark_ms, now_ms, start, settings)
     out: list[AnomalyRecord] = []
     folded: dict[str, dict[str, object]] = {}
-    for tid, info in bursts.items():
+    for tid, burst in bursts.items():
         mask = lines["template_id"] == tid
         alerting = lines.loc[mask & lines["_key"].notna(), "_key"]
         if not alerting.empty:
-            folded[str(alerting.iloc[0])] = info
+            folded[str(alerting.iloc[0])] = burst
         lines.loc[mask, "alert"] = [
             "burst" if a is None else f"{a}, burst" for a in lines.loc[mask, "alert"]
         ]
         lines.loc[mask & lines["_key"].isna(), "_key"] = f"burst of template {int(tid)}"
     for key, grp in lines[lines["_key"].notna()].groupby("_key", sort=False):
         first = grp.iloc[0]
-        info = bursts.get(first["template_id"]) if str(key).startswith("burst of") else None
+        info: dict[str, object] | None = None
+        if str(key).startswith("burst of"):
+            info = bursts.get(first["template_id"])
         worst = grp.loc[grp["_sev"].idxmax()]
         sev = Severity(int(worst["_sev"])) if int(worst["_sev"]) else None
         details: dict[str, object] = {

@@ -34,11 +34,11 @@ __all__ = ["ERROR_WORDS", "LineVerdict", "has_error_word", "line_verdict"]
 ERROR_WORDS = frozenset(
     """
     error errors err fail fails failed failing failure failures fatal panic panicked abort
-    aborted aborting crash crashed crashing corrupt corrupted
-    corruption unable cannot can't couldn't denied refused unreachable timeout timed
-    killed lost severed broken invalid illegal violation overflow underflow unexpected
-    unexpectedly dead deadlock hung stalled exhausted fault faulted
-    """.split()
+    aborted aborting crash crashed crashing corrupt corrupted corruption unable cannot can't
+    couldn't denied refused unreachable timeout timed killed lost severed broken invalid
+    illegal violation overflow underflow unexpected unexpectedly dead deadlock hung stalled
+    exhausted fault faulted
+    """.split()  # noqa: SIM905 - a word list reads better as text
 )
 _WORD_RE = re.compile(r"[a-z']+")
 _HIGH_LEVELS = ("ERROR", "CRITICAL")

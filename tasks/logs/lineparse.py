@@ -365,7 +365,9 @@ class LogFormat:
         if self.kind == "columns":
             parts = [f"{self.header} header token(s)"]
             if self.ts_cols:
-                parts.append(f"timestamp in token(s) {list(self.ts_cols)} ({' '.join(self.ts_kinds)})")
+                parts.append(
+                    f"timestamp in token(s) {list(self.ts_cols)} ({' '.join(self.ts_kinds)})"
+                )
             if self.level_col is not None:
                 parts.append(f"level in token {self.level_col}")
             if self.tag_col is not None:
@@ -429,10 +431,9 @@ class LogFormat:
         if not hit:
             self.misses += 1
             self.recent_misses += 1
-        if self.recent >= 400:
-            if self.recent_misses <= 200:
-                self.recent = self.recent_misses = 0
-            # else: stays stale until the caller learns again
+        if self.recent >= 400 and self.recent_misses <= 200:
+            self.recent = self.recent_misses = 0
+        # else, once most of 400 lines missed, it stays stale until the caller learns again
 
     def split(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         """(epoch seconds or None, normalised level or None, message) of one line."""
@@ -510,7 +511,9 @@ class LogFormat:
                     break
         return ts, level, msg.strip()
 
-    def _fields(self, obj: Mapping[str, Any], now: datetime) -> tuple[float | None, str | None, str]:
+    def _fields(
+        self, obj: Mapping[str, Any], now: datetime
+    ) -> tuple[float | None, str | None, str]:
         ts = _value_ts(obj.get(self.ts_key), now) if self.ts_key else None
         level = normalise_level(obj.get(self.level_key)) if self.level_key else None
         msg = obj.get(self.msg_key) if self.msg_key else None
@@ -623,7 +626,12 @@ def _learn_fields(kind: str, objs: list[dict[str, Any]], now: datetime) -> LogFo
 
 def _learn_columns(sample: list[str], now: datetime) -> LogFormat:
     n = len(sample)
-    spaced = any(" " in m.group(0) for x in sample for m in _TOKEN_RE.finditer(x[:400]) if m.group(0)[0] == "[")
+    spaced = any(
+        " " in m.group(0)
+        for x in sample
+        for m in _TOKEN_RE.finditer(x[:400])
+        if m.group(0)[0] == "["
+    )
     rows = []
     for x in sample:
         toks = [m.group(0) for m in _TOKEN_RE.finditer(x)] if spaced else x.split()
@@ -680,7 +688,11 @@ def _learn_columns(sample: list[str], now: datetime) -> LogFormat:
         None,
     )
     sep_col = next(
-        (i for i in range(1, min(reach + 1, MAX_HEADER)) if share(i, lambda t: t in _SEPARATORS) >= 0.7),
+        (
+            i
+            for i in range(1, min(reach + 1, MAX_HEADER))
+            if share(i, lambda t: t in _SEPARATORS) >= 0.7
+        ),
         None,
     )
     header = max(
@@ -690,9 +702,10 @@ def _learn_columns(sample: list[str], now: datetime) -> LogFormat:
         (sep_col + 1) if sep_col is not None else 0,
     )
     # Bracketed fields and separators right after the header belong to it ("[main]").
-    while header < MAX_HEADER and share(
-        header, lambda t: (t[0] == "[" and t[-1] == "]") or t in _SEPARATORS
-    ) >= 0.8:
+    while (
+        header < MAX_HEADER
+        and share(header, lambda t: (t[0] == "[" and t[-1] == "]") or t in _SEPARATORS) >= 0.8
+    ):
         header += 1
     if header == 0:
         return LogFormat()

@@ -132,7 +132,7 @@ class TemplateMiner:
 
     # ------------------------------------------------------------------ public API
     def add(self, line: str) -> tuple[int, str]:
-        """Learn from one message (header already split off); return ``(template_id, template_text)`` as of now."""
+        """Learn from one message (header already split off); ``(template_id, text)`` now."""
         tpl = self._templates[self._add(line)]
         return tpl.id, tpl.text
 
