@@ -64,12 +64,9 @@ NO_TS_NOTE = "lines without a timestamp (stamped with the read time)"
 RELEARN_NOTE = "header format learned again (lines stopped fitting)"
 
 
-@dataclass(frozen=True)
-class RawLine:
-    offset: int  # byte offset of the line's first byte
-    size: int  # bytes the line occupies in the file, newline included
-    data: bytes  # without the newline, possibly capped
-    cut: int  # bytes dropped from an over-long line
+# (byte offset of the line's first byte, bytes it occupies with its newline, decoded
+# text without the newline, bytes dropped from an over-long line)
+TextLine = tuple[int, int, str, int]
 
 
 def _head_hash(path: Path, length: int) -> str:
@@ -79,8 +76,9 @@ def _head_hash(path: Path, length: int) -> str:
 
 def iter_lines(
     path: Path, start: int, max_line: int, max_bytes: int, final: bool = False
-) -> Iterator[RawLine]:
-    """Complete lines from ``start``; with ``final`` a last line without newline counts too."""
+) -> Iterator[TextLine]:
+    """Complete lines from ``start``, decoded; with ``final`` a last line without newline
+    counts too. ASCII chunks (most logs) are decoded and split in one go."""
     with path.open("rb") as fh:
         fh.seek(start)
         pos = start  # offset of the first byte of ``pending``
@@ -94,6 +92,20 @@ def iter_lines(
             read_total += len(chunk)
             buf = pending + chunk
             line_start = 0
+            last = buf.rfind(b"\n")
+            if last >= 0 and not cut and buf.isascii():
+                text = buf[: last + 1].decode("ascii")
+                if "\x00" in text:
+                    text = text.replace("\x00", "\ufffd")
+                lines = text.split("\n")
+                lines.pop()
+                if max(map(len, lines)) <= max_line:
+                    strip_cr = "\r" in text
+                    for line in lines:
+                        size = len(line) + 1
+                        yield pos, size, line.rstrip("\r") if strip_cr else line, 0
+                        pos += size
+                    line_start = last + 1
             while True:
                 nl = buf.find(b"\n", line_start)
                 if nl < 0:
@@ -104,7 +116,7 @@ def iter_lines(
                     total_cut += len(data) - max_line
                     data = data[:max_line]
                 size = nl + 1 - line_start + cut
-                yield RawLine(pos, size, data, total_cut)
+                yield pos, size, _decode(data, total_cut), total_cut
                 pos += size
                 cut = 0
                 line_start = nl + 1
@@ -114,13 +126,13 @@ def iter_lines(
                 cut += len(pending) - max_line
                 pending = pending[:max_line]
         if final and (pending or cut):
-            yield RawLine(pos, len(pending) + cut, pending, cut)
+            yield pos, len(pending) + cut, _decode(pending, cut), cut
 
 
-def _decode(raw: RawLine) -> str:
-    text = raw.data.decode("utf-8", errors="replace").rstrip("\r")
-    if raw.cut:
-        text += f" …[truncated {raw.cut} bytes]"
+def _decode(data: bytes, cut: int) -> str:
+    text = data.decode("utf-8", errors="replace").rstrip("\r")
+    if cut:
+        text += f" …[truncated {cut} bytes]"
     return text.replace("\x00", "\ufffd")
 
 
@@ -210,8 +222,8 @@ def _end_of_last_line(path: Path, size: int) -> int:
 def _head_lines(path: Path, settings: TailSettings) -> list[str]:
     """The file's first lines, to learn its format from."""
     out: list[str] = []
-    for raw in iter_lines(path, 0, settings.max_line_bytes, 4 * 1024 * 1024):
-        out.append(_decode(raw))
+    for _, _, text, _ in iter_lines(path, 0, settings.max_line_bytes, 4 * 1024 * 1024):
+        out.append(text)
         if len(out) >= SAMPLE_LINES:
             break
     return out
@@ -268,8 +280,7 @@ def _drain(
     lines = iter_lines(
         path, pos.byte_offset, settings.max_line_bytes, settings.max_bytes_per_run, final
     )
-    for raw in lines:
-        text = _decode(raw)
+    for offset, size, text, cut in lines:
         ts, level, message = split(text, now)
         if ts is None:
             ts_ms = read_ms
@@ -277,10 +288,10 @@ def _drain(
         else:
             ts_ms = int(ts * 1000)
         template_id = label(message, ts_ms) if label is not None else None
-        if raw.cut:
+        if cut:
             capped += 1
-        batch.append((generation, raw.offset, ts_ms, level, template_id, message))
-        end = raw.offset + raw.size
+        batch.append((generation, offset, ts_ms, level, template_id, message))
+        end = offset + size
         if fmt.recent_misses:
             recent.append(text)
             if fmt.stale():

@@ -68,6 +68,7 @@ _SEPARATORS = frozenset(("-", "|", ":", "--", "::", ">", ">>", "-->", "=>", "—
 # A bracketed field (may hold spaces) or a run of non-space characters.
 _TOKEN_RE = re.compile(r"\[[^\[\]]*\]|\S+")
 _STRIP = "[]()<>{},;"
+_MISS: Any = object()
 
 
 def normalise_level(value: Any) -> str | None:
@@ -358,7 +359,8 @@ class LogFormat:
     misses: int = 0
     recent_misses: int = 0
     recent: int = 0
-    _ts_cache: dict[str, float | None] = field(default_factory=dict, repr=False)
+    _ts_cache: dict[str, Any] = field(default_factory=dict, repr=False)
+    _level_cache: dict[str, str | None] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -447,20 +449,17 @@ class LogFormat:
         self._count(True)
         return None, None, line.strip()
 
-    def _ts(self, toks: Sequence[str], now: datetime) -> float | None:
-        text = " ".join(toks)
+    def _ts(self, text: str, now: datetime) -> float | None:
+        """Epoch seconds of the timestamp text; parsed once per second of text (cached)."""
         frac = 0.0
         m = _FRACTION_RE.search(text)
         if m is not None:
-            digits = m.group(1) or m.group(2)
-            frac = int(digits[:6].ljust(6, "0")) / 1e6
+            frac = float("0." + (m.group(1) or m.group(2)))
             text = text[: m.start()] + text[m.end() :]
-            toks = text.split(" ")
         cache = self._ts_cache
-        if text in cache:
-            base = cache[text]
-        else:
-            base = parse_span(toks, self.ts_kinds, self.dayfirst, now)
+        base = cache.get(text, _MISS)
+        if base is _MISS:
+            base = parse_span(text.split(" "), self.ts_kinds, self.dayfirst, now)
             if len(cache) > 50_000:
                 cache.clear()
             cache[text] = base
@@ -487,18 +486,28 @@ class LogFormat:
             self._count(False)
             return None, None, line.strip()
         ts = None
-        if self.ts_cols:
-            ts = self._ts([toks[c] for c in self.ts_cols], now)
+        cols = self.ts_cols
+        if cols:
+            text = toks[cols[0]] if len(cols) == 1 else " ".join([toks[c] for c in cols])
+            ts = self._ts(text, now)
             if ts is None:
                 self._count(False)
                 return None, None, line.strip()
         level = None
         if self.level_col is not None:
-            level = _word_level(toks[self.level_col])
+            tok = toks[self.level_col]
+            level = self._level_cache.get(tok, _MISS)  # type: ignore[assignment]
+            if level is _MISS:
+                level = _word_level(tok)
+                if len(self._level_cache) < 1000:
+                    self._level_cache[tok] = level
             if level is None and not self.ts_cols:
                 self._count(False)
                 return None, None, line.strip()
-        self._count(True)
+        self.lines += 1
+        self.recent += 1
+        if self.recent >= 400 and self.recent_misses <= 200:
+            self.recent = self.recent_misses = 0
         msg = toks[h] if len(toks) > h else ""
         tag = self.tag_col
         if tag is not None and tag == h - 1 and not toks[tag].endswith(":") and msg:

@@ -57,7 +57,7 @@ _CATEGORICAL_KV = re.compile(r"[A-Za-z_][\w.-]*=[A-Za-z][A-Za-z_-]*[,;]?")
 _KV_KEY = re.compile(r"[A-Za-z_][\w.-]*")
 _KV_WILDCARD = "=" + WILDCARD
 _DIGIT = re.compile(r"\d")
-_DIGITS_TO_ZERO = str.maketrans("123456789", "000000000")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
 @dataclass(slots=True)
@@ -128,7 +128,7 @@ class TemplateMiner:
         # Memos: masked message -> id and raw message -> id. Identical inputs always map to
         # the same template, so repeats skip masking and the tree walk.
         self._memo: dict[str, int] = {}
-        self._raw_memo: dict[str, int] = {}
+        self._raw_memo: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ public API
     def add(self, line: str) -> tuple[int, str]:
@@ -235,7 +235,7 @@ class TemplateMiner:
         # Token signature: the message with every digit made "0". Lines that differ only
         # in their numbers share it, and after the first of them skip masking and the
         # tree (the masker replaces numbers anyway).
-        shape = message.translate(_DIGITS_TO_ZERO)
+        shape = message.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
         tid = self._raw_memo.get(shape)
         if tid is None:
             tokens = self._tokens(message)
@@ -253,7 +253,7 @@ class TemplateMiner:
         self._templates[tid].count += 1
         return tid
 
-    def _remember(self, memo: dict[str, int], key: str, tid: int) -> None:
+    def _remember(self, memo: dict[Any, int], key: Any, tid: int) -> None:
         if self.cache_size > 0:
             if len(memo) >= self.cache_size:
                 memo.clear()
