@@ -11,6 +11,8 @@ were used while developing the log path; other public samples are kept back.
 - ``bgl.alert_*``: the stored BGL events are replayed through the cycle's own log step
   (``tasks.detection.logs_step.replay``: 30 s cycles of event time) and its per-line
   decision is scored against the label column.
+- ``loghub.anomalies.<name>``: anomaly records the cycle's log step raises over the
+  replayed sample (one per signature or template per 30 s cycle).
 - ``loghub.lines_per_s``: lines per second of the whole tail path over the three samples
   (read, learn format, split, mine, store), against a plain regex scan of the same lines.
 
@@ -107,12 +109,19 @@ def ingest(lines: Sequence[str], tmp: Path, component: str) -> tuple[pd.DataFram
 
 def evaluate_ga(name: str) -> float:
     """Grouping accuracy of the template ids stored by the real ingest path."""
+    return evaluate(name)[0]
+
+
+def evaluate(name: str) -> tuple[float, int]:
+    """(grouping accuracy of the stored template ids, anomalies the cycle's log step
+    raises when the sample is replayed in 30 s cycles)."""
     lines = product_input(name, load_raw_lines(name))
     with tempfile.TemporaryDirectory() as tmp:
         events, engine = ingest(lines, Path(tmp), name.lower())
+        found = replay(engine, name.lower(), LogDetectionSettings(), CYCLE_S)  # type: ignore[arg-type]
         engine.dispose()  # type: ignore[attr-defined]
     truth = [row["EventId"] for row in load_structured(name)]
-    return grouping_accuracy(truth, events["template_id"].tolist())
+    return grouping_accuracy(truth, events["template_id"].tolist()), len(found.anomalies)
 
 
 def alert_scores(raw: Sequence[str]) -> dict[str, float]:
@@ -120,7 +129,7 @@ def alert_scores(raw: Sequence[str]) -> dict[str, float]:
     labels = [strip_label(x)[0] for x in raw]
     with tempfile.TemporaryDirectory() as tmp:
         events, engine = ingest([strip_label(x)[1] for x in raw], Path(tmp), "bgl")
-        decided = replay(engine, "bgl", LogDetectionSettings(), CYCLE_S)  # type: ignore[arg-type]
+        decided = replay(engine, "bgl", LogDetectionSettings(), CYCLE_S).lines  # type: ignore[arg-type]
         engine.dispose()  # type: ignore[attr-defined]
     alert_ids = set(decided.loc[decided["alert"].notna(), "id"])
     flagged = [i in alert_ids for i in events["id"]]
@@ -140,14 +149,29 @@ _BASELINE_RE = re.compile(r"\d+")
 
 
 def throughput(samples: dict[str, list[str]], repeat: int) -> tuple[float, float]:
-    """(tail path lines/s, plain regex scan lines/s), best of ``repeat`` runs each."""
-    total = sum(len(v) for v in samples.values())
+    """(tail path lines/s, plain regex scan lines/s), best of ``repeat`` runs each.
 
-    def ours() -> None:
+    Only ``tail_file`` is timed (the database and its schema are made beforehand): read,
+    learn each file's format, split, mine, store lines, offsets and templates.
+    """
+    total = sum(len(v) for v in samples.values())
+    best = float("inf")
+    for r in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
+            prepared = []
             for name, lines in samples.items():
-                _, engine = ingest(lines, Path(tmp), name.lower())
-                engine.dispose()  # type: ignore[attr-defined]
+                log = Path(tmp) / f"{name}.log"
+                log.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+                engine = make_engine(sqlite_url_for(Path(tmp) / f"{name}-{r}.db"))
+                ensure_schema(engine)
+                prepared.append((name, log, engine))
+            t = time.perf_counter()
+            for name, log, engine in prepared:
+                annotator = TemplateAnnotator.load(engine, name)
+                tail_file(engine, log, name, TailSettings(from_start=True), annotator)
+            best = min(best, time.perf_counter() - t)
+            for _, _, engine in prepared:
+                engine.dispose()
 
     def scan() -> None:
         sub = _BASELINE_RE.sub
@@ -155,9 +179,7 @@ def throughput(samples: dict[str, list[str]], repeat: int) -> tuple[float, float
             for line in lines:
                 sub("<*>", line)
 
-    t = time.perf_counter()
-    del t
-    return total / best_of(ours, repeat), total / best_of(scan, repeat)
+    return total / best, total / best_of(scan, repeat)
 
 
 # Figure → the figure it is compared with (``python -m bench`` prints the ratio).
@@ -171,7 +193,9 @@ def run(quick: bool = False) -> dict[str, float]:
     results: dict[str, float] = {}
     samples: dict[str, list[str]] = {}
     for name in DATASETS:
-        results[f"loghub.ga.{name.lower()}"] = evaluate_ga(name)
+        ga, anomalies = evaluate(name)
+        results[f"loghub.ga.{name.lower()}"] = ga
+        results[f"loghub.anomalies.{name.lower()}"] = anomalies
         samples[name] = product_input(name, load_raw_lines(name))
     ours, scanned = throughput(samples, 2 if quick else 5)
     results["loghub.lines_per_s"] = ours

@@ -57,7 +57,8 @@ def analyse_file(
                 if report.stored == 0:
                     break
             ingest_s = time.perf_counter() - t0
-            decided = replay(engine, comp, LogDetectionSettings(), cycle_s)
+            replayed = replay(engine, comp, LogDetectionSettings(), cycle_s)
+            decided = replayed.lines
             events = read_log_events(engine, 0, component=comp)
             templates = templates_frame(engine, comp)
         finally:
@@ -95,6 +96,7 @@ def analyse_file(
         "lines_without_timestamp": no_ts,
         "templates": len(templates),
         "alerts": alerts,
+        "anomalies": len(replayed.anomalies),
         "lines_per_s": round(stored / ingest_s) if ingest_s > 0 else 0,
     }
 
@@ -134,7 +136,8 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"{summary['file']}: {summary['lines']} lines, format {summary['format']}; "
             f"{summary['lines_without_timestamp']} line(s) without a timestamp (read time "
-            f"used); {summary['templates']} templates; {summary['alerts']} alert line(s); "
+            f"used); {summary['templates']} templates; {summary['alerts']} alert line(s) in "
+            f"{summary['anomalies']} anomalies; "
             f"{summary['lines_per_s']} lines/s ingested",
             err=True,
         )

@@ -259,21 +259,23 @@ def replay(
     settings: LogDetectionSettings,
     cycle_s: float = 30.0,
     start_ms: int | None = None,
-) -> pd.DataFrame:
+) -> LogStepResult:
     """Run the cycle's log step over stored events as the cycle would have, every ``cycle_s``
-    of event time; returns the per-line decisions of every cycle (``LINE_COLUMNS``).
+    of event time: the per-line decisions of every cycle (``LINE_COLUMNS``, event order),
+    every cycle's anomalies, and the newest event time.
 
     Cycles in which no line arrived change nothing (the watermark stays where it is), so
     they are skipped: a log with months between lines replays in as many steps as it has
-    busy cycles. Returns the decisions in event order.
+    busy cycles.
     """
     times = event_times(engine, component)
     if not times:
-        return pd.DataFrame(columns=LINE_COLUMNS)
+        return LogStepResult()
     step = int(cycle_s * 1000)
     wm = start_ms if start_ms is not None else times[0] - 1
     sigs = signature_set(settings)
     frames = []
+    anomalies: list[AnomalyRecord] = []
     i = 0
     n = len(times)
     while i < n:
@@ -284,9 +286,9 @@ def replay(
         # The first cycle that sees the next line ends on the cycle grid after it.
         now = wm + step * max(1, math.ceil((times[i] - wm) / step))
         res = detect_log_lines(engine, component, wm, now, settings, sigs)
+        anomalies += res.anomalies
         if not res.lines.empty:
             frames.append(res.lines)
         wm = max(wm, res.newest or wm)
-    if not frames:
-        return pd.DataFrame(columns=LINE_COLUMNS)
-    return pd.concat(frames, ignore_index=True)
+    lines = pd.concat(frames, ignore_index=True) if frames else LogStepResult().lines
+    return LogStepResult(anomalies, wm, lines)
