@@ -422,7 +422,7 @@ class SignatureSet:
         """Signature and severity for a message and its (normalised) level.
 
         ``level`` is one of DEBUG/INFO/WARNING/ERROR/CRITICAL as produced by
-        :func:`tasks.logs.lineparse.parse_log_line`, or None when the line had none.
+        the file's learned level field (:mod:`tasks.logs.lineparse`), or None.
         """
         sig = self.match(message)
         if sig is not None:
