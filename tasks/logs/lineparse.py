@@ -459,7 +459,7 @@ class LogFormat:
         cache = self._ts_cache
         base = cache.get(text, _MISS)
         if base is _MISS:
-            base = parse_span(text.split(" "), self.ts_kinds, self.dayfirst, now)
+            base = parse_span(text.split("\x1f"), self.ts_kinds, self.dayfirst, now)
             if len(cache) > 50_000:
                 cache.clear()
             cache[text] = base
@@ -488,7 +488,8 @@ class LogFormat:
         ts = None
         cols = self.ts_cols
         if cols:
-            text = toks[cols[0]] if len(cols) == 1 else " ".join([toks[c] for c in cols])
+            # Tokens joined by a unit separator: a bracketed token may hold spaces.
+            text = toks[cols[0]] if len(cols) == 1 else "\x1f".join([toks[c] for c in cols])
             ts = self._ts(text, now)
             if ts is None:
                 self._count(False)
