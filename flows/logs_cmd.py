@@ -49,7 +49,7 @@ def analyse_file(
             t0 = time.perf_counter()
             stored = no_ts = 0
             while True:
-                report = tail_file(engine, path, comp, settings, annotator)
+                report = tail_file(engine, path, comp, settings, annotator, final=True)
                 if report.error:
                     raise FileNotFoundError(report.error)
                 stored += report.stored

@@ -188,6 +188,15 @@ def test_line_verdicts_on_a_service_log() -> None:
     assert v.reason == "out_of_memory, new template"
 
 
+def test_a_long_recurring_template_is_one_step_lower_unless_critical() -> None:
+    sigs = SignatureSet()
+    msg = "backup job exited abnormally with [1]"
+    assert line_verdict(msg, None, False, sigs).severity is Severity.HIGH
+    v = line_verdict(msg, None, False, sigs, recurring=True)
+    assert v.severity is Severity.MEDIUM and v.reason == "process_crash, recurring"
+    assert line_verdict(msg, "CRITICAL", False, sigs, recurring=True).severity is Severity.CRITICAL
+
+
 def test_error_vocabulary() -> None:
     assert has_error_word("Disk write FAILED on sda")
     assert has_error_word("could not connect: timeout")

@@ -24,7 +24,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from storage.issues import AnomalyRecord
-from storage.logs import event_times, read_log_events, template_first_seen
+from storage.logs import event_times, read_log_events, template_first_seen, template_history
 from tasks.logs.alerts import line_verdict
 from tasks.logs.signatures import Signature, SignatureSet
 from tasks.severity import Severity
@@ -43,6 +43,9 @@ class LogDetectionSettings:
     burst_p_value: float = 1e-6
     alert_severity: str = "high"  # a line at or above this severity is an alert
     burst_min_history_s: float = 1800.0  # log history needed before bursts are decided
+    # A template seen this many times, first over this long ago, is a habit: one step less.
+    recurring_count: int = 5
+    recurring_after_s: float = 86400.0
 
 
 @dataclass
@@ -110,6 +113,7 @@ def detect_log_lines(
     sigs = signatures or signature_set(settings)
     novel = _novel_lines(engine, component, new, history, watermark_ms)
     threshold = Severity.parse(settings.alert_severity)
+    habits = _recurring(engine, component, new, watermark_ms, settings)
 
     severities: list[Severity | None] = []
     reasons: list[str | None] = []
@@ -118,7 +122,7 @@ def detect_log_lines(
         new["message"], new["level"], new["template_id"], novel, strict=True
     ):
         lvl = level if isinstance(level, str) else None
-        v = line_verdict(str(message), lvl, bool(is_new), sigs)
+        v = line_verdict(str(message), lvl, bool(is_new), sigs, tid in habits)
         severities.append(v.severity)
         if v.severity is not None and v.severity >= threshold:
             reasons.append(v.reason)
@@ -186,6 +190,27 @@ def detect_log_lines(
 
 def _ms(ts: pd.Timestamp) -> int:
     return int(ts.value // 1_000_000)
+
+
+def _recurring(
+    engine: Engine,
+    component: str,
+    new: pd.DataFrame,
+    watermark_ms: int,
+    settings: LogDetectionSettings,
+) -> set[float]:
+    """Templates of the window seen ``recurring_count`` times up to the watermark, the first
+    ``recurring_after_s`` before it (only for lines that could alert: not INFO/DEBUG)."""
+    candidates = new.loc[~new["level"].isin(("INFO", "DEBUG")), "template_id"].dropna()
+    if candidates.empty or settings.recurring_count <= 0:
+        return set()
+    seen = template_history(engine, component, sorted({int(t) for t in candidates}), watermark_ms)
+    limit = watermark_ms - settings.recurring_after_s * 1000
+    return {
+        float(t)
+        for t, (n, first) in seen.items()
+        if n >= settings.recurring_count and first <= limit
+    }
 
 
 def _novel_lines(

@@ -159,8 +159,12 @@ def tail_file(
     settings: TailSettings = TailSettings(),
     annotator: LineAnnotator | None = None,
     clock: Callable[[], float] = time.time,
+    final: bool = False,
 ) -> IngestReport:
-    """Read what is new in ``path`` and store it; returns counts, never raises on bad lines."""
+    """Read what is new in ``path`` and store it; returns counts, never raises on bad lines.
+
+    ``final``: the file is complete, so a last line without a newline is read too (a live
+    file's partial last line otherwise waits for its newline)."""
     p = Path(path)
     report = IngestReport(source=f"log {p}")
     with engine.begin() as conn:
@@ -200,7 +204,7 @@ def tail_file(
             _new_generation(pos, st.st_ino, p, head_len)
         elif pos.head_len < HEAD_BYTES and head_len > pos.head_len:
             pos.head_len, pos.head_hash = head_len, _head_hash(p, head_len)
-    _drain(engine, p, pos, component, settings, annotator, clock, report, final=False)
+    _drain(engine, p, pos, component, settings, annotator, clock, report, final=final)
     return report
 
 

@@ -13,7 +13,10 @@ Everything that decides whether one log line is an alert lives here, so the cycl
 3. **novelty**: the first line of a template never seen before, at ERROR or above and
    with an error signature or word, is raised one step (a new kind of error is news; its
    hundredth repeat is not);
-4. the line is an alert when its severity reaches the threshold.
+4. **habit**: a template that has recurred for long before this line (the caller decides:
+   ``recurring``) is lowered one step unless the line is CRITICAL: the same line every
+   day for weeks is how this system runs, not news;
+5. the line is an alert when its severity reaches the threshold.
 
 Bursts (a template far above its measured rate) are decided per template by the step,
 which needs the lines around the current one. Nothing here knows which system wrote
@@ -68,9 +71,14 @@ class LineVerdict:
 
 
 def line_verdict(
-    message: str, level: str | None, novel: bool, signatures: SignatureSet
+    message: str,
+    level: str | None,
+    novel: bool,
+    signatures: SignatureSet,
+    recurring: bool = False,
 ) -> LineVerdict:
-    """Severity of one line from its message, its level and whether its template is new."""
+    """Severity of one line from its message, its level, and whether its template is new
+    or has long been recurring."""
     sig = signatures.match(message)
     sev: Severity | None
     erroneous: bool
@@ -92,4 +100,7 @@ def line_verdict(
     if new and sev is not None:
         sev = _step(sev, +1)
         reason = f"{reason}, new template"
+    elif recurring and sev is not None and level != "CRITICAL":
+        sev = _step(sev, -1)
+        reason = f"{reason}, recurring" if sev is not None else None
     return LineVerdict(sev, reason, sig.name if sig else None, new)
