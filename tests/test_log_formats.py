@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from storage.logs import read_log_events
-from tasks.ingest.logtail import NO_TS_NOTE, TailSettings, tail_file
+from tasks.ingest.logtail import FUTURE_NOTE, NO_TS_NOTE, TailSettings, tail_file
 from tasks.ingest.templating import TemplateAnnotator
 from tasks.logs.lineparse import LogFormat, learn_format
 
@@ -146,6 +146,18 @@ def test_lines_without_a_timestamp_get_the_read_time_and_are_counted(
     log.write_text("starting up\nready to serve\n")
     report = tail_file(sqlite_engine, log, "svc", TailSettings(from_start=True), None, lambda: 1e9)
     assert report.notes[NO_TS_NOTE] == 2
+    df = read_log_events(sqlite_engine, 0)
+    assert (df["ts"] == pd.Timestamp(1e9, unit="s", tz="UTC")).all()
+
+
+def test_lines_stamped_in_the_future_get_the_read_time(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    log = tmp_path / "ahead.log"
+    ahead = datetime.now(UTC) + timedelta(hours=2)  # a clock in local time, say
+    log.write_text("".join(f"{ahead:%Y-%m-%d %H:%M:%S} INFO tick {i}\n" for i in range(5)))
+    report = tail_file(sqlite_engine, log, "svc", TailSettings(from_start=True), None, lambda: 1e9)
+    assert report.notes[FUTURE_NOTE] == 5
     df = read_log_events(sqlite_engine, 0)
     assert (df["ts"] == pd.Timestamp(1e9, unit="s", tz="UTC")).all()
 

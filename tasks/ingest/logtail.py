@@ -61,6 +61,8 @@ class TailSettings:
 
 
 NO_TS_NOTE = "lines without a timestamp (stamped with the read time)"
+FUTURE_NOTE = "lines stamped later than the read time (read time used; a local-time clock?)"
+FUTURE_SLACK_MS = 300_000
 RELEARN_NOTE = "header format learned again (lines stopped fitting)"
 
 
@@ -277,7 +279,8 @@ def _drain(
     split = fmt.split
     label = annotator.label if annotator is not None else None
     recent: deque[str] = deque(maxlen=SAMPLE_LINES)
-    no_ts = 0
+    no_ts = future = 0
+    future_ms = read_ms + FUTURE_SLACK_MS
     capped = 0
     max_batch = settings.batch_lines
     generation = pos.generation
@@ -291,6 +294,9 @@ def _drain(
             no_ts += 1
         else:
             ts_ms = int(ts * 1000)
+            if ts_ms > future_ms:  # detection would not see it until then
+                ts_ms = read_ms
+                future += 1
         template_id = label(message, ts_ms) if label is not None else None
         if cut:
             capped += 1
@@ -310,5 +316,7 @@ def _drain(
         flush()
     if no_ts:
         report.notes[NO_TS_NOTE] += no_ts
+    if future:
+        report.notes[FUTURE_NOTE] += future
     if capped:
         report.notes["lines capped at max_line_bytes"] += capped
