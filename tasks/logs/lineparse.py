@@ -468,14 +468,11 @@ class LogFormat:
     def _tokens(self, line: str, n: int) -> list[str]:
         if self.spaced_brackets:
             out: list[str] = []
-            pos = 0
             for m in _TOKEN_RE.finditer(line):
                 if len(out) == n:
                     out.append(line[m.start() :])
                     return out
                 out.append(m.group(0))
-                pos = m.end()
-            del pos
             return out
         return line.split(None, n)
 
