@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows.demo.platform.faults import SCRIPT, FaultSpec, inject
 from flows.demo.settings import demo_config
 from flows.runtime import selfheal_home
-from flows.demo.platform.faults import SCRIPT, FaultSpec, inject
 
 WARMUP_S = 20.0
 SETTLE_S = 2.0
@@ -58,8 +58,8 @@ class DemoState:
 
 
 def free_or(port: int) -> int:
-    from flows.prefect_server import port_in_use
     from flows.demo.platform.launcher import free_port
+    from flows.prefect_server import port_in_use
 
     return port if not port_in_use("127.0.0.1", port) else free_port()
 
@@ -195,12 +195,12 @@ def report(state: DemoState) -> int:
     import pandas as pd
 
     from flows.api import get_status
+    from flows.demo.platform.verdicts import evaluate, table
     from flows.runtime import open_runtime
     from storage.approvals import approvals_frame
     from storage.faults import faults_frame
     from storage.issues import anomalies_frame, issues_frame
     from storage.recoveries import recoveries_frame
-    from flows.demo.platform.verdicts import evaluate, table
     from tasks.severity import Severity
 
     rt = open_runtime(str(state.config_path))
@@ -294,10 +294,10 @@ def run_demo(
 
     from flows.config_load import build_config
     from flows.dashboard.server import DashboardServer
+    from flows.demo.platform.launcher import start_platform
     from flows.launch import deployment_available
     from flows.prefect_server import LocalPrefectServer
     from storage.engine import sqlite_url_for
-    from flows.demo.platform.launcher import start_platform
 
     rng = random.Random(seed)
     home = selfheal_home()
