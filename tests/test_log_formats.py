@@ -117,7 +117,7 @@ def test_format_is_kept_per_file_and_learned_again_when_the_file_changes(
     sqlite_engine: Engine, tmp_path: Path
 ) -> None:
     log = tmp_path / "a.log"
-    rows = _rows(40)
+    rows = _rows(250)  # more than a full sample: the format is settled
     make_a = LAYOUTS["iso_level"][0]
     log.write_text("".join(make_a(t, lv, m, i) + "\n" for i, (t, lv, m) in enumerate(rows)))
     ann = TemplateAnnotator.load(sqlite_engine, "svc")
@@ -137,6 +137,23 @@ def test_format_is_kept_per_file_and_learned_again_when_the_file_changes(
     df = read_log_events(sqlite_engine, 0).sort_values("byte_offset", ignore_index=True)
     assert df["message"].iloc[-1].startswith(more[-1][2])
     assert df["level"].iloc[-1] == more[-1][1]
+
+
+def test_a_file_empty_at_first_sight_gets_its_format_once_it_has_lines(
+    sqlite_engine: Engine, tmp_path: Path
+) -> None:
+    log = tmp_path / "new.log"
+    log.write_text("")
+    ann = TemplateAnnotator.load(sqlite_engine, "svc")
+    tail_file(sqlite_engine, log, "svc", TailSettings(), ann)
+    make = LAYOUTS["bracketed_level"][0]
+    rows = _rows(30)
+    log.write_text("".join(make(t, lv, m, i) + "\n" for i, (t, lv, m) in enumerate(rows)))
+    ann = TemplateAnnotator.load(sqlite_engine, "svc")
+    report = tail_file(sqlite_engine, log, "svc", TailSettings(), ann)
+    assert report.stored == 30 and not report.notes.get(NO_TS_NOTE)
+    df = read_log_events(sqlite_engine, 0).sort_values("byte_offset", ignore_index=True)
+    assert df["message"].tolist() == [m for _, _, m in rows]
 
 
 def test_lines_without_a_timestamp_get_the_read_time_and_are_counted(

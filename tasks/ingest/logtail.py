@@ -272,10 +272,14 @@ def _drain(
     now = datetime.fromtimestamp(read_ms / 1000, UTC)
     key = str(path if not final else pos.path)
     fmt = annotator.get_format(key) if annotator is not None else None
-    if fmt is None:
-        fmt = learn_format(_head_lines(path, settings), now)
-        if annotator is not None:
-            annotator.set_format(key, fmt)
+    if fmt is None or fmt.learned_from < SAMPLE_LINES:
+        # Learned from the file's first lines; while the file is shorter than a full sample
+        # (a new, empty or small file), learned again as it grows.
+        head = _head_lines(path, settings)
+        if fmt is None or len(head) > fmt.learned_from:
+            fmt = learn_format(head, now)
+            if annotator is not None:
+                annotator.set_format(key, fmt)
     split = fmt.split
     label = annotator.label if annotator is not None else None
     recent: deque[str] = deque(maxlen=SAMPLE_LINES)

@@ -357,6 +357,7 @@ class LogFormat:
     msg_key: str | None = None
     lines: int = 0
     misses: int = 0
+    learned_from: int = 0  # lines the format was learned from
     recent_misses: int = 0
     recent: int = 0
     _ts_cache: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -399,6 +400,7 @@ class LogFormat:
             "msg_key": self.msg_key,
             "lines": self.lines,
             "misses": self.misses,
+            "learned_from": self.learned_from,
         }
 
     @classmethod
@@ -420,6 +422,7 @@ class LogFormat:
             msg_key=state["msg_key"],
             lines=int(state.get("lines", 0)),
             misses=int(state.get("misses", 0)),
+            learned_from=int(state.get("learned_from", 0)),
         )
 
     # ------------------------------------------------------------------ splitting
@@ -579,6 +582,12 @@ def learn_format(lines: Sequence[str], now: datetime | None = None) -> LogFormat
     """Learn the header layout of a file from (up to :data:`SAMPLE_LINES` of) its lines."""
     now = now or datetime.now(UTC)
     sample = [x.strip() for x in lines if x and x.strip()][:SAMPLE_LINES]
+    fmt = _learn(sample, now)
+    fmt.learned_from = len(sample)
+    return fmt
+
+
+def _learn(sample: list[str], now: datetime) -> LogFormat:
     if not sample:
         return LogFormat()
     n = len(sample)
