@@ -38,6 +38,11 @@ def error_line(t_s: float, i: int) -> str:
     return f"{stamp} ERROR [worker-{i % 4}] payment gateway connection refused (attempt {i})\n"
 
 
+def warning_line(t_s: float) -> str:
+    stamp = pd.Timestamp(t_s, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return f"{stamp} WARNING [worker-0] disk latency 40 ms on sda\n"
+
+
 def cycle(engine: Engine, comp: str, paths: list[str], wm: int, now_ms: int) -> tuple[list, int]:
     """One cycle as flows.cycle runs it: ingest the component's logs, then its log step
     with the settings the detect flow builds from the default configuration."""
@@ -93,12 +98,14 @@ def test_bursts_wait_for_a_baseline(sqlite_engine: Engine, tmp_path: Path) -> No
     log.write_text("")
     wm = int((now - 1) * 1000)
     settings = LogDetectionSettings()
-    # 10 minutes of history only: a burst of an INFO template is not decided yet.
+    # 10 minutes of history only: a burst of a WARNING template is not decided yet.
     with log.open("a") as fh:
         for k in range(600):
             fh.write(healthy_line(now - 600 + k, k * 5))
         for k in range(60):
-            fh.write(healthy_line(now + k * 0.4, 7))  # "worker 1 picked job 7" x 60
+            fh.write(warning_line(now + k * 0.4))
+        for k in range(60):
+            fh.write(healthy_line(now + k * 0.4, 7))  # routine: "worker 1 picked job 7" x 60
     tail_component_logs(sqlite_engine, "svc", [str(log)], TailSettings(from_start=True))
     res = detect_log_lines(sqlite_engine, "svc", wm, int((now + 30) * 1000), settings)
     assert res.anomalies == []
@@ -106,7 +113,9 @@ def test_bursts_wait_for_a_baseline(sqlite_engine: Engine, tmp_path: Path) -> No
     long = LogDetectionSettings(burst_min_history_s=300)
     res = detect_log_lines(sqlite_engine, "svc", wm, int((now + 30) * 1000), long)
     assert [a.detector for a in res.anomalies] == ["log_burst"]
-    assert set(res.lines.loc[res.lines["alert"].notna(), "message"]) == {"worker 1 picked job 7"}
+    assert set(res.lines.loc[res.lines["alert"].notna(), "message"]) == {
+        "disk latency 40 ms on sda"
+    }
 
 
 def test_selfheal_logs_matches_what_the_cycle_stores_and_decides(

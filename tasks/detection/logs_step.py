@@ -7,9 +7,11 @@ alerts when its severity reaches ``alert_severity`` or its template bursts. The 
 lines become anomalies aggregated per cycle (one per signature, or per template when no
 signature matched), so a storm of identical lines is one row, not a storm of rows.
 
-Bursts need a baseline: no burst is decided until the component's log covers
-``burst_min_history_s`` before the watermark (a fresh database or a new component has
-no measured rate, and "never seen before" is not "far above its rate").
+Only templates with some severity burst (a signature, or WARNING or worse): a burst of
+routine lines is how the system works at that moment. Bursts need a baseline: no burst
+is decided until the component's log covers ``burst_min_history_s`` before the watermark
+(a fresh database or a new component has no measured rate, and "never seen before" is not
+"far above its rate").
 
 :func:`detect_log_lines` returns the per-line decisions too: the ``selfheal logs``
 command and the benchmark read them, so what they report is what the cycle decided.
@@ -137,6 +139,11 @@ def detect_log_lines(
     lines["_key"] = keys
     lines["_sev"] = [int(s) if s is not None else 0 for s in severities]
     bursts = _bursts(new, history, watermark_ms, now_ms, start, settings)
+    # A burst of routine lines (no line of the template has any severity: no signature,
+    # no WARNING or worse) is how the system works at that moment, not an alert.
+    if bursts:
+        worst = lines.groupby("template_id")["_sev"].max()
+        bursts = {t: b for t, b in bursts.items() if worst.get(t, 0) > 0}
     out: list[AnomalyRecord] = []
     folded: dict[str, dict[str, object]] = {}
     for tid, burst in bursts.items():
