@@ -678,6 +678,11 @@ def demo_cmd(
     raise typer.Exit(run_demo(mode, duration, seed, keep_running))
 
 
+from flows.logs_cmd import register as _register_logs_cmd  # noqa: E402
+
+_register_logs_cmd(app)
+
+
 def main() -> None:
     try:
         app()

@@ -302,6 +302,8 @@ class IngestSettings(StrictModel):
     log_batch_lines: int = Field(5000, ge=1, le=1_000_000)
     max_line_bytes: int = Field(16384, ge=256, le=10_000_000)
     max_bytes_per_run: int = Field(64 * 1024 * 1024, ge=1024)
+    # A log file seen for the first time is read from its end unless this is set.
+    log_from_start: bool = False
 
 
 class PluginSpec(StrictModel):

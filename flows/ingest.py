@@ -96,7 +96,9 @@ def tail_logs_task(
 
 def tail_settings(config: SelfHealConfig) -> TailSettings:
     s = config.ingest
-    return TailSettings(s.log_batch_lines, s.max_line_bytes, s.max_bytes_per_run)
+    return TailSettings(
+        s.log_batch_lines, s.max_line_bytes, s.max_bytes_per_run, from_start=s.log_from_start
+    )
 
 
 def run_ingest(rt: Runtime) -> list[IngestReport]:

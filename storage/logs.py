@@ -253,3 +253,36 @@ def templates_frame(engine: Engine | Connection, component: str | None = None) -
         sql += " WHERE component = :c"
         params["c"] = component
     return _frame(engine, text(sql + " ORDER BY component, template_key"), params, cols)
+
+
+def event_times(engine: Engine | Connection, component: str) -> list[int]:
+    """Every event time (epoch ms) of a component, ascending."""
+    df = _frame(
+        engine,
+        text("SELECT ts FROM log_events WHERE component = :c ORDER BY ts"),
+        {"c": component},
+        ["ts"],
+    )
+    return [int(t) for t in df["ts"]]
+
+
+def template_history(
+    engine: Engine | Connection, component: str, keys: Sequence[int], before_ms: int
+) -> dict[int, tuple[int, int]]:
+    """(lines, first time in epoch ms) of the given templates in events up to ``before_ms``."""
+    if not keys:
+        return {}
+    stmt = text(
+        "SELECT template_id, COUNT(*), MIN(ts) FROM log_events "
+        "WHERE component = :c AND ts <= :t AND template_id IN :keys GROUP BY template_id"
+    ).bindparams(bindparam("keys", expanding=True))
+    df = _frame(
+        engine,
+        stmt,
+        {"c": component, "t": int(before_ms), "keys": [int(k) for k in keys]},
+        ["template_id", "n", "first"],
+    )
+    return {
+        int(k): (int(n), int(f))
+        for k, n, f in zip(df["template_id"], df["n"], df["first"], strict=True)
+    }

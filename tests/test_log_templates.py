@@ -9,12 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from bench.loghub import grouping_accuracy, load_raw_lines, load_structured, miner_input
+from bench.loghub import (
+    evaluate_ga,
+    grouping_accuracy,
+    load_raw_lines,
+    product_input,
+)
 from tasks.logs.masking import WILDCARD, Masker, MaskRule
 from tasks.logs.templates import STATE_VERSION, Template, TemplateMiner
 
-# One configuration for every data set; these are the acceptance thresholds.
-GA_THRESHOLDS = {"BGL": 0.93, "HDFS": 0.99, "Linux": 0.65}
+# One configuration for every data set; these are the acceptance thresholds (in sample:
+# the three samples were used while developing the log path).
+GA_THRESHOLDS = {"BGL": 0.93, "HDFS": 0.99, "Linux": 0.85}
 
 
 def _datasets() -> Path:
@@ -32,7 +38,7 @@ def _loghub() -> Path:
 @pytest.fixture(scope="module")
 def loghub_lines() -> dict[str, list[str]]:
     root = _loghub()
-    return {name: miner_input(name, load_raw_lines(name, root)) for name in GA_THRESHOLDS}
+    return {name: product_input(name, load_raw_lines(name, root)) for name in GA_THRESHOLDS}
 
 
 def _tpl(miner: TemplateMiner, tid: int) -> Template:
@@ -43,12 +49,12 @@ def _tpl(miner: TemplateMiner, tid: int) -> Template:
 
 # ---------------------------------------------------------------- grouping accuracy
 @pytest.mark.parametrize("name", sorted(GA_THRESHOLDS))
-def test_grouping_accuracy_on_raw_loghub_lines(
-    name: str, loghub_lines: dict[str, list[str]]
+def test_grouping_accuracy_through_the_ingest_path(
+    name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    truth = [row["EventId"] for row in load_structured(name, _loghub())]
-    predicted = [tid for tid, _ in TemplateMiner().add_batch(loghub_lines[name])]
-    ga = grouping_accuracy(truth, predicted)
+    """The sample is written to a file, tailed, and the *stored* template ids are scored."""
+    monkeypatch.setenv("SELFHEAL_DATASETS", str(_loghub()))
+    ga = evaluate_ga(name)
     assert ga >= GA_THRESHOLDS[name], f"{name} GA {ga:.4f} < {GA_THRESHOLDS[name]}"
 
 
@@ -66,11 +72,11 @@ def test_grouping_accuracy_definition() -> None:
 # ---------------------------------------------------------------- mining behaviour
 def test_add_returns_stable_id_and_generalised_text() -> None:
     miner = TemplateMiner()
-    a = miner.add("2024-01-01 10:00:00,001 INFO Connected to db-7 in 12 ms")
-    b = miner.add("2024-01-01 10:00:01,002 INFO Connected to db-9 in 30 ms")
+    a = miner.add("Connected to db-7 in 12 ms")
+    b = miner.add("Connected to db-9 in 30 ms")
     assert a[0] == b[0]
     assert b[1] == f"Connected to db-{WILDCARD} in {WILDCARD} ms"
-    c = miner.add("2024-01-01 10:00:02,003 ERROR Disk quota exceeded on /var/lib/x")
+    c = miner.add("Disk quota exceeded on /var/lib/x")
     assert c[0] != a[0]
     assert _tpl(miner, a[0]).count == 2
 
@@ -83,15 +89,6 @@ def test_add_batch_matches_sequential_adds(loghub_lines: dict[str, list[str]]) -
     assert ids_seq == [tid for tid, _ in batch]
     # The batch reports the final text of each template.
     assert all(text == _tpl(seq, tid).text for tid, text in batch)
-
-
-def test_block_id_lists_of_any_length_are_one_template() -> None:
-    miner = TemplateMiner()
-    ids = {
-        miner.add(f"BLOCK* ask 10.0.0.{n}:50010 to delete {' '.join(blocks)}")[0]
-        for n, blocks in enumerate([["blk_1"], ["blk_-2", "blk_3"], ["blk_4"] * 9])
-    }
-    assert len(ids) == 1
 
 
 def test_categorical_key_values_split_but_are_capped() -> None:
@@ -126,12 +123,11 @@ def test_match_does_not_learn() -> None:
     assert _tpl(miner, tid).count == 1
 
 
-def test_header_is_not_part_of_the_template() -> None:
+def test_numbers_alone_do_not_make_a_new_template() -> None:
     miner = TemplateMiner()
-    a = miner.add("Jun 14 15:16:01 combo sshd(pam_unix)[19939]: check pass; user unknown")
-    b = miner.add("081109 203615 148 INFO dfs.DataNode: check pass; user unknown")
-    assert a == b
-    assert a[1] == "check pass; user unknown"
+    a = miner.add("worker 3 finished job 17 in 250 ms")
+    b = miner.add("worker 12 finished job 9 in 3 ms")
+    assert a[0] == b[0]
 
 
 # ---------------------------------------------------------------- persistence

@@ -1,162 +1,106 @@
-"""Per-line alert detection from the line alone: signatures, level, template novelty.
+"""The per-line alert decision of the cycle's log step (:mod:`tasks.detection.logs_step`).
 
-The detector is streaming: each decision uses the current line and what the detector has
-learnt from *earlier* lines (its template miner), never later ones, so replaying a log
-gives the same answers the live ingest would have given.
+Everything that decides whether one log line is an alert lives here, so the cycle, the
+``selfheal logs`` command and the benchmark make the same decision. For one line:
 
-Decision for one line:
+1. **content**: the most severe matching error signature
+   (:class:`tasks.logs.signatures.SignatureSet`); a signature of medium or worse is
+   raised one step on a CRITICAL line, and any signature is lowered one step on an
+   INFO/DEBUG line (the emitter said it was routine);
+2. **level** when no signature matches: CRITICAL -> high, ERROR -> medium, WARNING -> low
+   (the level comes from the file's learned level field), one step lower when the message
+   holds no word of the error vocabulary (a field dump at a high level is not an event);
+3. **novelty**: the first line of a template never seen before, at ERROR or above and
+   with an error signature or word, is raised one step (a new kind of error is news; its
+   hundredth repeat is not);
+4. **habit**: a template that has recurred for long before this line (the caller decides:
+   ``recurring``) is lowered one step unless the line is CRITICAL: the same line every
+   day for weeks is how this system runs, not news;
+5. the line is an alert when its severity reaches the threshold.
 
-1. parse level and message (:func:`tasks.logs.lineparse.parse_log_line`);
-2. classify the message (:class:`tasks.logs.signatures.SignatureSet`): severity from the
-   best signature adjusted by the level, or from the level alone;
-3. novelty: a template seen fewer than ``novel_count`` times before, on a line that is
-   already an error (level ERROR/CRITICAL, or a signature match on a line not marked
-   INFO/DEBUG), is raised one step, because a new kind of error is news while the
-   hundredth repeat is not (so a new ERROR template alerts once, a FATAL line always);
-4. detail lines are not alerts on their own: register and variable dumps
-   (``label......<*>``, ``label: <*>``, ``r1=<*> r2=<*>``, ``Registers:``) carry the
-   level of the event they describe, but the event is the line that says what happened,
-   so they alert only on a signature that is HIGH or worse by itself;
-5. alert when the severity is at least ``min_severity``.
-
-Nothing here knows which system wrote the log.
+Bursts (a template far above its measured rate) are decided per template by the step,
+which needs the lines around the current one. Nothing here knows which system wrote
+the log.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from tasks.logs.lineparse import parse_log_line
-from tasks.logs.masking import WILDCARD
-from tasks.logs.signatures import SignatureSet, default_signature_set
-from tasks.logs.templates import TemplateMiner
+from tasks.logs.signatures import SignatureSet
 from tasks.severity import Severity
 
-__all__ = ["AlertDecision", "AlertDetector", "is_detail_line"]
+__all__ = ["ERROR_WORDS", "LineVerdict", "has_error_word", "line_verdict"]
 
-_W = re.escape(WILDCARD)
-# "auxiliary processor.........<*>", "size of scratchpad......<*> (<*>)"
-_DOT_LEADER = re.compile(rf"(?:(?!\.{{3}}).){{2,80}}\.{{3,}}\s*{_W}(?:\s*\({_W}\))?")
-# "instruction address: <*>" (one value after a plain label)
-_LABEL_VALUE = re.compile(rf"(?P<label>[A-Za-z][\w ./()-]{{0,60}}):\s*{_W}")
-# "special purpose registers:" (a heading inside a dump)
-_HEADING = re.compile(r"[A-Za-z][\w ./()-]{0,60}:")
-_KV_TOKEN = re.compile(rf"[A-Za-z_][\w.-]*[=:]{_W},?")
-_FILLER_TOKEN = re.compile(rf"{_W}|[0-9a-fA-F]+,?")
-# Labels that name a problem rather than a field ("Error: <*>", "reason: <*>").
-_PROBLEM_WORDS = frozenset(
-    {"error", "errors", "failure", "failed", "fatal", "exception", "reason", "cause", "panic"}
-)
-
-
-def is_detail_line(template: str) -> bool:
-    """True for masked lines that only report values (register dumps, field listings).
-
-    Such lines accompany an event (a crash report prints dozens of them); flagging each
-    would turn one incident into dozens of alerts. Labels that name a problem
-    ("Error: <*>") are not details.
+# Words that say something went wrong, in any system's prose.
+ERROR_WORDS = frozenset(
     """
-    text = template.strip()
-    if not text:
-        return False
-    if _DOT_LEADER.fullmatch(text):
-        return True
-    m = _LABEL_VALUE.fullmatch(text)
-    if m is not None:
-        words = m.group("label").lower().split()
-        return bool(words) and words[-1] not in _PROBLEM_WORDS
-    if _HEADING.fullmatch(text):
-        return text[:-1].lower().split()[-1] not in _PROBLEM_WORDS
-    tokens = text.split()
-    kv = sum(1 for t in tokens if _KV_TOKEN.fullmatch(t))
-    return kv > 0 and all(_KV_TOKEN.fullmatch(t) or _FILLER_TOKEN.fullmatch(t) for t in tokens)
+    error errors err fail fails failed failing failure failures fatal panic panicked abort
+    aborted aborting crash crashed crashing corrupt corrupted corruption unable cannot can't
+    couldn't denied refused unreachable timeout timed killed lost severed broken invalid
+    illegal violation overflow underflow unexpected unexpectedly dead deadlock hung stalled
+    exhausted fault faulted
+    """.split()  # noqa: SIM905 - a word list reads better as text
+)
+_WORD_RE = re.compile(r"[a-z']+")
+_HIGH_LEVELS = ("ERROR", "CRITICAL")
+_LEVEL_FLOOR = {"CRITICAL": Severity.HIGH, "ERROR": Severity.MEDIUM, "WARNING": Severity.LOW}
+
+
+def has_error_word(message: str) -> bool:
+    """True when the message holds a word of :data:`ERROR_WORDS` (any case)."""
+    return not ERROR_WORDS.isdisjoint(_WORD_RE.findall(message.lower()))
+
+
+def _step(sev: Severity, steps: int) -> Severity | None:
+    value = int(sev) + steps
+    if value < Severity.LOW:
+        return None
+    return Severity(min(value, Severity.CRITICAL))
 
 
 @dataclass(frozen=True, slots=True)
-class AlertDecision:
-    """Outcome for one line, with what led to it (for the alert text and for debugging)."""
+class LineVerdict:
+    """Severity of one line and why (signature name, ``level``, plus ``new``)."""
 
-    is_alert: bool
     severity: Severity | None
+    reason: str | None
     signature: str | None
-    level: str | None
-    template_id: int
-    template: str
     novel: bool
-    detail: bool
 
 
-class AlertDetector:
-    """Streaming per-line alert detector.
-
-    Args:
-        min_severity: lowest severity that raises an alert.
-        novel_count: a template seen fewer times than this before the current line is
-            "novel" (1 = never seen; 0 disables the novelty step).
-        signatures: signature set (default: the shipped one).
-        miner: template miner to learn from (default: a fresh one). It is fed the
-            message with the header already split off, so give it
-            ``split_headers=False``.
-    """
-
-    def __init__(
-        self,
-        *,
-        min_severity: Severity = Severity.HIGH,
-        novel_count: int = 1,
-        signatures: SignatureSet | None = None,
-        miner: TemplateMiner | None = None,
-    ) -> None:
-        self.min_severity = Severity.parse(min_severity)
-        self.novel_count = novel_count
-        self.signatures = signatures or default_signature_set()
-        self.miner = miner or TemplateMiner(split_headers=False)
-
-    def observe(self, line: str) -> AlertDecision:
-        """Decide for one raw line, then learn from it."""
-        parsed = parse_log_line(line)
-        tid, text = self.miner.add(parsed.message)
-        tpl = self.miner.get(tid)
-        seen_before = (tpl.count if tpl is not None else 1) - 1
-        match = self.signatures.classify(parsed.message, parsed.level)
-        severity = match.severity
-        # Novelty only raises lines that already look like errors, and never lines the
-        # emitter itself marked as informational.
-        erroneous = parsed.level in ("ERROR", "CRITICAL") or (
-            match.signature is not None and parsed.level not in ("INFO", "DEBUG")
-        )
-        novel = seen_before < self.novel_count
-        if severity is not None and novel and erroneous:
-            severity = Severity(min(severity + 1, Severity.CRITICAL))
-        # Judge the line's own masked form: a merged template may have lost the dump shape.
-        detail = is_detail_line(" ".join(self.miner.tokenize(parsed.message)))
-        if detail and (match.signature is None or match.signature.severity < Severity.HIGH):
-            is_alert = False
-        else:
-            is_alert = severity is not None and severity >= self.min_severity
-        return AlertDecision(
-            is_alert=is_alert,
-            severity=severity,
-            signature=match.name,
-            level=parsed.level,
-            template_id=tid,
-            template=text,
-            novel=novel,
-            detail=detail,
-        )
-
-    def observe_batch(self, lines: Iterable[str]) -> list[AlertDecision]:
-        """:meth:`observe` for each line in order."""
-        return [self.observe(line) for line in lines]
-
-    def to_state(self) -> dict[str, Any]:
-        """JSON-serialisable state (the miner's; signatures are configuration)."""
-        return {"miner": self.miner.to_state()}
-
-    @classmethod
-    def from_state(cls, state: dict[str, Any], **kwargs: Any) -> AlertDetector:
-        """Rebuild from :meth:`to_state`; ``kwargs`` as for the constructor (except miner)."""
-        return cls(miner=TemplateMiner.from_state(state["miner"]), **kwargs)
+def line_verdict(
+    message: str,
+    level: str | None,
+    novel: bool,
+    signatures: SignatureSet,
+    recurring: bool = False,
+) -> LineVerdict:
+    """Severity of one line from its message, its level, and whether its template is new
+    or has long been recurring."""
+    sig = signatures.match(message)
+    sev: Severity | None
+    erroneous: bool
+    if sig is not None:
+        sev = sig.severity
+        if level == "CRITICAL" and sev >= Severity.MEDIUM:
+            sev = _step(sev, +1)
+        elif level in ("INFO", "DEBUG"):
+            sev = _step(sev, -1)
+        reason: str | None = sig.name
+        erroneous = level not in ("INFO", "DEBUG")
+    else:
+        floor = _LEVEL_FLOOR.get(level or "")
+        worded = floor is not None and has_error_word(message)
+        sev = floor if floor is None or worded or level == "WARNING" else _step(floor, -1)
+        reason = f"level {level}" if sev is not None else None
+        erroneous = worded
+    new = novel and erroneous and level in _HIGH_LEVELS and sev is not None
+    if new and sev is not None:
+        sev = _step(sev, +1)
+        reason = f"{reason}, new template"
+    elif recurring and sev is not None and level != "CRITICAL":
+        sev = _step(sev, -1)
+        reason = f"{reason}, recurring" if sev is not None else None
+    return LineVerdict(sev, reason, sig.name if sig else None, new)

@@ -55,8 +55,7 @@ DEFAULT_MASK_RULES: tuple[MaskRule, ...] = (
     MaskRule("uuid", r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b", _HEX),
     MaskRule("url", r"[a-zA-Z][a-zA-Z0-9+.-]{1,15}://[^\s\"'<>]+", "[a-zA-Z]", "scheme"),
     MaskRule("email", r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b", r"[\w.+-]", "at"),
-    # 2005-06-03-15.42.50.675872 (BGL-style), then ISO-8601 date[time].
-    MaskRule("datetime_dotted", r"\d{4}-\d{2}-\d{2}-\d{2}\.\d{2}\.\d{2}(?:\.\d+)?\b"),
+    # ISO-8601 date[time].
     MaskRule(
         "datetime_iso",
         r"\d{4}[-/.]\d{2}[-/.]\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?"

@@ -247,7 +247,8 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         "exception",
-        r"Traceback \(most recent call last\)|\bexception\b|"
+        r"Traceback \(most recent call last\)|\bexception\b(?=\s*[:(]| (?:in|while|during|"
+        r"occurred|thrown|caught|raised)\b)|"
         r"(?-i:\b[A-Z]\w*(?:Exception|Error)\b)|"
         r"^\s+at [\w$.<>]+\([\w$]+\.\w+:\d+\)|\bunhandled\b|\buncaught\b",
         _S.MEDIUM,
@@ -261,10 +262,11 @@ DEFAULT_SIGNATURES: tuple[Signature, ...] = (
         "assertion failures (a bug, usually not an outage)",
         ("assert",),
     ),
+    # Low: usually a caller lacking rights for its request, not the system failing.
     Signature(
         "permission_denied",
         r"permission denied|access denied|\bEACCES\b|\bEPERM\b|operation not permitted",
-        _S.MEDIUM,
+        _S.LOW,
         "permission / access errors (often configuration)",
         ("denied", "eacces", "eperm", "not permitted"),
     ),
@@ -420,7 +422,7 @@ class SignatureSet:
         """Signature and severity for a message and its (normalised) level.
 
         ``level`` is one of DEBUG/INFO/WARNING/ERROR/CRITICAL as produced by
-        :func:`tasks.logs.lineparse.parse_log_line`, or None when the line had none.
+        the file's learned level field (:mod:`tasks.logs.lineparse`), or None.
         """
         sig = self.match(message)
         if sig is not None:

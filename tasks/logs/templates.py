@@ -4,10 +4,9 @@ Why Drain: it is online (one pass, lines in streaming order), needs no training 
 is fast, because a line is compared only with templates that share its length and its
 first tokens. The steps for each line are:
 
-1. split off the header (timestamp, level, host, pid, logger) with
-   :func:`tasks.logs.lineparse.split_header`, since headers are not part of the event;
-2. mask obvious variables (:mod:`tasks.logs.masking`) and collapse runs of the same typed
-   masked token, so "delete blk_1 blk_2 blk_3" and "delete blk_4" are one event;
+1. the miner is given the *message*: the header (timestamp, level, host, pid, logger)
+   was split off once by the file's learned format (:mod:`tasks.logs.lineparse`);
+2. mask obvious variables (:mod:`tasks.logs.masking`);
 3. route by (token count, first ``prefix_tokens`` tokens) to a leaf of a fixed-depth tree
    (tokens holding a digit or a wildcard route through a shared ``<*>`` branch);
 4. in the leaf pick the template with the highest share of matching positions; if that
@@ -47,7 +46,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from tasks.logs.lineparse import split_header
 from tasks.logs.masking import WILDCARD, Masker
 
 __all__ = ["STATE_VERSION", "Template", "TemplateMiner"]
@@ -59,9 +57,7 @@ _CATEGORICAL_KV = re.compile(r"[A-Za-z_][\w.-]*=[A-Za-z][A-Za-z_-]*[,;]?")
 _KV_KEY = re.compile(r"[A-Za-z_][\w.-]*")
 _KV_WILDCARD = "=" + WILDCARD
 _DIGIT = re.compile(r"\d")
-# A run of the same *typed* masked token ("blk_<*> blk_<*>", "<*>, <*>,"): a list of ids.
-# Runs of bare "<*>" are left alone: "GET <*> <*> <*>" holds different fields.
-_REPEATED_WILDCARD_TOKEN = re.compile(r"(?<!\S)(\S+<\*>\S*|<\*>\S+)(?:\s+\1)+(?!\S)")
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 
 @dataclass(slots=True)
@@ -85,7 +81,6 @@ class TemplateMiner:
         sim_threshold: minimum share of matching token positions to join a template.
         prefix_tokens: number of leading tokens used to route a line (tree depth - 2).
         max_children: fan-out limit of a tree node; beyond it new tokens route via ``<*>``.
-        split_headers: strip timestamps/levels/hosts first (off if lines are bare messages).
         strict_kv: require ``key=word`` tokens to match exactly (see module docstring).
         kv_max_values: once the candidate templates hold this many values of one
             ``key=word`` position, that key is treated as free text again.
@@ -102,7 +97,6 @@ class TemplateMiner:
         sim_threshold: float = 0.6,
         prefix_tokens: int = 2,
         max_children: int = 100,
-        split_headers: bool = True,
         strict_kv: bool = True,
         kv_max_values: int = 12,
         relaxed_search: bool = True,
@@ -117,7 +111,6 @@ class TemplateMiner:
         self.sim_threshold = sim_threshold
         self.prefix_tokens = prefix_tokens
         self.max_children = max_children
-        self.split_headers = split_headers
         self.strict_kv = strict_kv
         self.kv_max_values = kv_max_values
         self.relaxed_search = relaxed_search
@@ -135,11 +128,11 @@ class TemplateMiner:
         # Memos: masked message -> id and raw message -> id. Identical inputs always map to
         # the same template, so repeats skip masking and the tree walk.
         self._memo: dict[str, int] = {}
-        self._raw_memo: dict[str, int] = {}
+        self._raw_memo: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ public API
     def add(self, line: str) -> tuple[int, str]:
-        """Learn from one raw line; return ``(template_id, template_text)`` as of now."""
+        """Learn from one message (header already split off); ``(template_id, text)`` now."""
         tpl = self._templates[self._add(line)]
         return tpl.id, tpl.text
 
@@ -165,22 +158,19 @@ class TemplateMiner:
         tpl = self._templates[tid]
         return tpl.id, tpl.text
 
-    def message_of(self, line: str) -> str:
-        """The part of a raw line that is mined: the message after the header."""
-        if not isinstance(line, str):
-            line = "" if line is None else str(line)
-        return split_header(line).message if self.split_headers else line.strip()
+    @staticmethod
+    def message_of(message: str) -> str:
+        """What is mined of a message: its text without surrounding blanks."""
+        if not isinstance(message, str):
+            message = "" if message is None else str(message)
+        return message.strip()
 
-    def tokenize(self, line: str) -> list[str]:
-        """Header-split, mask and tokenize a raw line as the miner sees it."""
-        return self._tokens(self.message_of(line))
+    def tokenize(self, message: str) -> list[str]:
+        """Mask and tokenize a message as the miner sees it."""
+        return self._tokens(self.message_of(message))
 
     def _tokens(self, message: str) -> list[str]:
-        masked = self._masker.mask(message)
-        if WILDCARD in masked:
-            # Collapse runs of identical masked tokens ("blk_<*> blk_<*> blk_<*>").
-            masked = _REPEATED_WILDCARD_TOKEN.sub(r"\1", masked)
-        return masked.split()
+        return self._masker.mask(message).split()
 
     def get(self, template_id: int) -> Template | None:
         """Return the template with this id (None if unknown)."""
@@ -200,7 +190,6 @@ class TemplateMiner:
             "sim_threshold": self.sim_threshold,
             "prefix_tokens": self.prefix_tokens,
             "max_children": self.max_children,
-            "split_headers": self.split_headers,
             "strict_kv": self.strict_kv,
             "kv_max_values": self.kv_max_values,
             "relaxed_search": self.relaxed_search,
@@ -227,7 +216,8 @@ class TemplateMiner:
         version = state.get("version")
         if version != STATE_VERSION:
             raise ValueError(f"unsupported template miner state version {version!r}")
-        miner = cls(**state["config"], masker=masker, cache_size=cache_size)
+        config = {k: v for k, v in state["config"].items() if k != "split_headers"}
+        miner = cls(**config, masker=masker, cache_size=cache_size)
         for raw in state["templates"]:
             tpl = Template(
                 id=int(raw["id"]),
@@ -242,7 +232,11 @@ class TemplateMiner:
     # ------------------------------------------------------------------ internals
     def _add(self, line: str) -> int:
         message = self.message_of(line)
-        tid = self._raw_memo.get(message)
+        # Token signature: the message with every digit made "0". Lines that differ only
+        # in their numbers share it, and after the first of them skip masking and the
+        # tree (the masker replaces numbers anyway).
+        shape = message.encode("utf-8", "surrogatepass").translate(_DIGITS_TO_ZERO)
+        tid = self._raw_memo.get(shape)
         if tid is None:
             tokens = self._tokens(message)
             key = " ".join(tokens)
@@ -255,11 +249,11 @@ class TemplateMiner:
                     self._merge(tpl, tokens)
                 tid = tpl.id
                 self._remember(self._memo, key, tid)
-            self._remember(self._raw_memo, message, tid)
+            self._remember(self._raw_memo, shape, tid)
         self._templates[tid].count += 1
         return tid
 
-    def _remember(self, memo: dict[str, int], key: str, tid: int) -> None:
+    def _remember(self, memo: dict[Any, int], key: Any, tid: int) -> None:
         if self.cache_size > 0:
             if len(memo) >= self.cache_size:
                 memo.clear()
