@@ -251,3 +251,26 @@ def to_ms(ts: pd.Timestamp | int | float | np.integer) -> int:
 def component_names(engine: Engine | Connection) -> list[str]:
     df = _frame(engine, text("SELECT name FROM components ORDER BY name"), {}, ["name"])
     return df["name"].tolist()
+
+
+def latest_values(
+    engine: Engine | Connection,
+    component: str,
+    metric: str,
+    since: pd.Timestamp,
+    labels: dict[str, str] | None = None,
+) -> list[tuple[pd.Timestamp, float]]:
+    """(ts, value) of the newest sample since ``since`` of each series of ``metric`` on
+    ``component`` whose labels include ``labels`` (e.g. ``probe_ok{probe="liveness"}``)."""
+    series = series_frame(engine, component)
+    series = series[series["metric"] == metric]
+    if labels:
+        want = labels.items()
+        series = series[series["labels"].map(lambda got: want <= got.items())]
+    if series.empty:
+        return []
+    recent = read_samples(engine, since, series_ids=list(series["series_id"]))
+    if recent.empty:
+        return []
+    last = recent.groupby("series_id").tail(1)
+    return [(ts, float(v)) for ts, v in zip(last["ts"], last["value"], strict=True)]

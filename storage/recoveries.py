@@ -189,3 +189,22 @@ def recent_actions(conn: Connection, since: datetime) -> list[tuple[str, datetim
             finished = finished.replace(tzinfo=UTC)
         out.append((comp, finished))
     return out
+
+
+def recent_actions_with_issues(
+    conn: Connection, since: datetime
+) -> list[tuple[str, datetime, int | None]]:
+    """(component, finished_at, issue id of its recovery) of the actions finished since
+    ``since``: the incident each action was for owns its side effects."""
+    a, r = RecoveryAction.table(), Recovery.table()
+    stmt = (
+        select(a.c.component, a.c.finished_at, r.c.issue_id)
+        .select_from(a.outerjoin(r, r.c.id == a.c.recovery_id))
+        .where(a.c.finished_at >= since)
+    )
+    out: list[tuple[str, datetime, int | None]] = []
+    for comp, finished, issue_id in conn.execute(stmt):
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        out.append((comp, finished, issue_id))
+    return out

@@ -1,0 +1,192 @@
+"""What justifies a restart: actions follow evidence, not a lone metric anomaly.
+
+A restart is the remedy for a component that is **down** (its scrape fails, its exporter
+says ``up``/``*_up`` = 0, its liveness probe fails), that **fails its work** (an error-log
+signature, a rising error or failure rate, its health endpoint failing), that is
+**exhausting a resource** (a memory series growing steadily, as a leak does, rather than
+jumping once), or where **recorded outcomes** say restarts fixed this kind of incident on
+this component before. A latency percentile or a memory gauge that moved, on a component
+that is up and whose liveness probe passes, is not evidence: in every mode nothing
+restarts it (other strategies still may act on it).
+
+The liveness input is the stored series ``probe_ok{probe="liveness"}`` of the component
+(written by the probes); without it, "live" means the scrape answered and no ``up`` = 0.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from storage.metrics import latest_values, read_samples
+from storage.recoveries import strategy_stats
+from tasks.recovery.base import IssueInfo, RecoveryContext
+from tasks.recovery.health import check_health
+
+DOWN_KINDS = ("down",)
+LOG_KINDS = ("log", "log_correlation")
+# Series that say the component fails its work (derived names end in ":rate").
+FAILURE_PATTERNS = ("*error*", "*fail*", "*5xx*", "*exception*", "*panic*", "*crash*")
+# Resource series a leak shows in.
+RESOURCE_PATTERNS = ("*memory*", "*heap*", "*rss*", "*resident*", "*fds*", "*file_desc*")
+LIVENESS_SERIES = ("probe_ok", {"probe": "liveness"})
+LIVENESS_FRESH_S = 300.0  # a liveness result older than this says nothing
+
+
+@dataclass(frozen=True)
+class LeakSettings:
+    """A leak: the last ``min_points`` samples rise one after another (a step after a
+    restart rises once), Kendall's tau over the recent window is at least ``min_tau``, and
+    the series grew by ``min_growth`` of its level before the rise."""
+
+    window_s: float = 600.0
+    min_points: int = 5
+    min_tau: float = 0.8
+    min_growth: float = 0.2
+
+
+@dataclass
+class Evidence:
+    """What is known about the incident's component, and the one-line reason to restart."""
+
+    component: str
+    live: bool | None = None  # liveness probe result (None: no probe result)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def restart_reason(self) -> str | None:
+        return self.reasons[0] if self.reasons else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"component": self.component, "live": self.live, "reasons": list(self.reasons)}
+
+
+def _symptoms(issue: IssueInfo) -> list[dict[str, Any]]:
+    """The incident's own symptoms (never a recovery's side effects); the root at least."""
+    found = issue.details.get("symptoms")
+    if isinstance(found, dict) and found:
+        return [s for s in found.values() if not s.get("side_effect")]
+    return [
+        {
+            "component": issue.component,
+            "kind": issue.kind,
+            "signature": issue.signature,
+            "severity": issue.severity,
+        }
+    ]
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    low = name.lower()
+    return any(fnmatch.fnmatchcase(low, p) for p in patterns)
+
+
+def liveness(ctx: RecoveryContext, component: str) -> bool | None:
+    """The newest fresh liveness probe result of the component, if probes record one."""
+    metric, labels = LIVENESS_SERIES
+    since = pd.Timestamp(ctx.clock()) - pd.Timedelta(seconds=LIVENESS_FRESH_S)
+    found = latest_values(ctx.engine, component, metric, since, labels)
+    if not found:
+        return None
+    return all(v >= 0.5 for _, v in found)
+
+
+def kendall_tau(values: np.ndarray) -> float:
+    """Kendall's tau of the values against their order (1 = always rising)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    diff = np.sign(values[None, :] - values[:, None])
+    upper = np.triu(diff, k=1)
+    return float(upper.sum() / (n * (n - 1) / 2))
+
+
+def is_leak(values: np.ndarray, settings: LeakSettings = LeakSettings()) -> bool:
+    """Steady growth (a leak), as opposed to noise or a single step (a restart)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    k = settings.min_points
+    if len(v) < k + 1:
+        return False
+    tail = v[-(k + 1) :]
+    if not np.all(np.diff(tail) > 0):
+        return False
+    recent = v[-max(2 * k, k + 1) :]
+    if kendall_tau(recent) < settings.min_tau:
+        return False
+    base = float(np.median(v[: max(len(v) - k, 1)]))
+    return base > 0 and (v[-1] - base) / base >= settings.min_growth
+
+
+def _leaking(ctx: RecoveryContext, component: str, metric: str, settings: LeakSettings) -> bool:
+    now = pd.Timestamp(ctx.clock())
+    df = read_samples(
+        ctx.engine,
+        now - pd.Timedelta(seconds=settings.window_s),
+        component=component,
+        metric=metric,
+    )
+    if df.empty:
+        return False
+    return any(is_leak(g["value"].to_numpy(), settings) for _, g in df.groupby("series_id"))
+
+
+def gather(issue: IssueInfo, ctx: RecoveryContext, leak: LeakSettings = LeakSettings()) -> Evidence:
+    """The evidence that a restart of the incident's (root) component is the remedy."""
+    comp = issue.component
+    ev = Evidence(comp)
+    mine = [s for s in _symptoms(issue) if s.get("component", comp) == comp]
+    kinds = {str(s.get("kind")) for s in mine} | {issue.kind}
+    if kinds & set(DOWN_KINDS):
+        ev.reasons.append(f"{comp} is down")
+    ev.live = liveness(ctx, comp)
+    if ev.live is False:
+        ev.reasons.append(f"the liveness probe of {comp} fails")
+    for s in mine:
+        kind, sig = str(s.get("kind")), str(s.get("signature", ""))
+        if kind in LOG_KINDS and not sig.startswith("new template"):
+            ev.reasons.append(f"error log signature on {comp}: {sig}")
+        elif kind not in DOWN_KINDS and _matches(sig, FAILURE_PATTERNS):
+            ev.reasons.append(f"{comp} fails its work ({sig} rose)")
+    if not ev.reasons:
+        for s in mine:
+            sig = str(s.get("signature", ""))
+            metric = sig.split(":", 1)[0]
+            if (
+                str(s.get("kind")) == "metric"
+                and _matches(sig, RESOURCE_PATTERNS)
+                and _leaking(ctx, comp, metric, leak)
+            ):
+                ev.reasons.append(f"{sig} of {comp} grows steadily (a leak)")
+                break
+    if not ev.reasons:
+        spec = ctx.components.get(comp)
+        if spec is not None and spec.health.url:
+            health = check_health(spec.health, comp, ctx.engine)
+            if not health.ok:
+                ev.reasons.append(f"the health endpoint of {comp} fails: {health.detail}")
+    if not ev.reasons:
+        with ctx.engine.connect() as conn:
+            stats = strategy_stats(conn, comp, issue.kind).get("restart")
+        if (
+            stats is not None
+            and stats.attempts >= ctx.settings.min_learning_attempts
+            and stats.rate > 0.5
+        ):
+            ev.reasons.append(
+                f"restarts fixed {stats.successes} of {stats.attempts} {issue.kind} "
+                f"incidents of {comp} before"
+            )
+    return ev
+
+
+def no_restart_reason(ev: Evidence) -> str:
+    live = "its liveness probe passes" if ev.live else "it is up (its scrape answers and no up = 0)"
+    return (
+        f"no evidence a restart helps: {live}, and a metric anomaly alone does not "
+        "restart a healthy component"
+    )
