@@ -39,13 +39,11 @@ LIVENESS_FRESH_S = 300.0  # a liveness result older than this says nothing
 
 @dataclass(frozen=True)
 class LeakSettings:
-    """A leak: the last ``min_points`` samples rise one after another (a step after a
-    restart rises once), Kendall's tau over the recent window is at least ``min_tau``, and
-    the series grew by ``min_growth`` of its level before the rise."""
+    """A leak: the newest ``min_points`` differences of the series are all rises (a step
+    after a restart rises once) that grew it by ``min_growth`` of its level before."""
 
     window_s: float = 600.0
-    min_points: int = 5
-    min_tau: float = 0.8
+    min_points: int = 3
     min_growth: float = 0.2
 
 
@@ -56,6 +54,7 @@ class Evidence:
     component: str
     live: bool | None = None  # liveness probe result (None: no probe result)
     reasons: list[str] = field(default_factory=list)
+    pending: str | None = None  # evidence still forming (a resource still rising)
 
     @property
     def restart_reason(self) -> str | None:
@@ -95,34 +94,34 @@ def liveness(ctx: RecoveryContext, component: str) -> bool | None:
     return all(v >= 0.5 for _, v in found)
 
 
-def kendall_tau(values: np.ndarray) -> float:
-    """Kendall's tau of the values against their order (1 = always rising)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    diff = np.sign(values[None, :] - values[:, None])
-    upper = np.triu(diff, k=1)
-    return float(upper.sum() / (n * (n - 1) / 2))
+def leak_state(values: np.ndarray, settings: LeakSettings = LeakSettings()) -> str | None:
+    """ "leak" for steady growth: the newest ``min_points`` differences are all rises and
+    together grew the series by ``min_growth`` (a restart's step rises once, noise does
+    not add up); "rising" while such growth has fewer rises so far; else None."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return None
+    rises = 0
+    for d in np.diff(v)[::-1]:
+        if d <= 0:
+            break
+        rises += 1
+    if rises == 0:
+        return None
+    start = float(v[-(rises + 1)])
+    if start <= 0 or (float(v[-1]) - start) / start < settings.min_growth:
+        return None
+    return "leak" if rises >= settings.min_points else "rising"
 
 
 def is_leak(values: np.ndarray, settings: LeakSettings = LeakSettings()) -> bool:
-    """Steady growth (a leak), as opposed to noise or a single step (a restart)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    k = settings.min_points
-    if len(v) < k + 1:
-        return False
-    tail = v[-(k + 1) :]
-    if not np.all(np.diff(tail) > 0):
-        return False
-    recent = v[-max(2 * k, k + 1) :]
-    if kendall_tau(recent) < settings.min_tau:
-        return False
-    base = float(np.median(v[: max(len(v) - k, 1)]))
-    return base > 0 and (v[-1] - base) / base >= settings.min_growth
+    return leak_state(values, settings) == "leak"
 
 
-def _leaking(ctx: RecoveryContext, component: str, metric: str, settings: LeakSettings) -> bool:
+def _leak_states(
+    ctx: RecoveryContext, component: str, metric: str, settings: LeakSettings
+) -> set[str | None]:
     now = pd.Timestamp(ctx.clock())
     df = read_samples(
         ctx.engine,
@@ -130,9 +129,7 @@ def _leaking(ctx: RecoveryContext, component: str, metric: str, settings: LeakSe
         component=component,
         metric=metric,
     )
-    if df.empty:
-        return False
-    return any(is_leak(g["value"].to_numpy(), settings) for _, g in df.groupby("series_id"))
+    return {leak_state(g["value"].to_numpy(), settings) for _, g in df.groupby("series_id")}
 
 
 def gather(issue: IssueInfo, ctx: RecoveryContext, leak: LeakSettings = LeakSettings()) -> Evidence:
@@ -155,14 +152,14 @@ def gather(issue: IssueInfo, ctx: RecoveryContext, leak: LeakSettings = LeakSett
     if not ev.reasons:
         for s in mine:
             sig = str(s.get("signature", ""))
-            metric = sig.split(":", 1)[0]
-            if (
-                str(s.get("kind")) == "metric"
-                and _matches(sig, RESOURCE_PATTERNS)
-                and _leaking(ctx, comp, metric, leak)
-            ):
+            if str(s.get("kind")) != "metric" or not _matches(sig, RESOURCE_PATTERNS):
+                continue
+            states = _leak_states(ctx, comp, sig.split(":", 1)[0], leak)
+            if "leak" in states:
                 ev.reasons.append(f"{sig} of {comp} grows steadily (a leak)")
                 break
+            if "rising" in states:
+                ev.pending = f"{sig} of {comp} is rising: waiting to tell a leak from a step"
     if not ev.reasons:
         spec = ctx.components.get(comp)
         if spec is not None and spec.health.url:
@@ -184,7 +181,12 @@ def gather(issue: IssueInfo, ctx: RecoveryContext, leak: LeakSettings = LeakSett
     return ev
 
 
+PENDING = "waiting for evidence: "
+
+
 def no_restart_reason(ev: Evidence) -> str:
+    if ev.pending:
+        return PENDING + ev.pending
     live = "its liveness probe passes" if ev.live else "it is up (its scrape answers and no up = 0)"
     return (
         f"no evidence a restart helps: {live}, and a metric anomaly alone does not "
