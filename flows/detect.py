@@ -158,16 +158,15 @@ def persist_detection(
     again."""
     with engine.begin() as conn:
         active = load_active_issues(conn, recent_cutoff(now, policy.flap_window))
-        acted = recent_actions_with_issues(conn, recent_cutoff(now, policy.action_grace))
+        window = policy.side_effect_window
+        acted = recent_actions_with_issues(conn, recent_cutoff(now, window))
         # A recovery still running (a restart in progress) silences too.
         acted += [
             (r["component"], now, r["issue_id"])
             for r in active_recoveries(conn)
             if r["status"] == "running"
         ]
-        silences = silences_from_actions(
-            [(c, t) for c, t, _ in acted], depends_on, policy.action_grace
-        )
+        silences = silences_from_actions([(c, t) for c, t, _ in acted], depends_on, window)
         owners = action_incidents(acted, depends_on)
         outcome = group(anomalies, active, now, policy, depends_on, silences, owners)
         ids = save_issues(conn, outcome.issues.values())

@@ -274,3 +274,21 @@ def latest_values(
         return []
     last = recent.groupby("series_id").tail(1)
     return [(ts, float(v)) for ts, v in zip(last["ts"], last["value"], strict=True)]
+
+
+def latest_by_series(engine: Engine | Connection, metric: str, since: pd.Timestamp) -> pd.DataFrame:
+    """The newest sample since ``since`` of every series named ``metric``, any component:
+    a frame (component, labels (dict), ts, value)."""
+    sql = (
+        "SELECT s.id AS series_id, c.name AS component, s.labels FROM series s "
+        "JOIN components c ON c.id = s.component_id WHERE s.metric = :metric"
+    )
+    series = _frame(engine, sql, {"metric": metric}, ["series_id", "component", "labels"])
+    series["labels"] = series["labels"].map(_load_labels)
+    cols = ["component", "labels", "ts", "value"]
+    if series.empty:
+        return pd.DataFrame(columns=cols)
+    recent = read_samples(engine, since, series_ids=list(series["series_id"]))
+    last = recent.groupby("series_id").tail(1)
+    joined = last.merge(series[["series_id", "component", "labels"]], on="series_id")
+    return joined[cols].reset_index(drop=True)

@@ -208,3 +208,15 @@ def recent_actions_with_issues(
             finished = finished.replace(tzinfo=UTC)
         out.append((comp, finished, issue_id))
     return out
+
+
+def recovery_counts(engine: Engine | Connection) -> list[tuple[str, str, int]]:
+    """(strategy, status, how many) over every recorded recovery attempt."""
+    t = Recovery.table()
+    stmt = select(t.c.strategy, t.c.status, func.count()).group_by(t.c.strategy, t.c.status)
+    if isinstance(engine, Connection):
+        rows = engine.execute(stmt).all()
+    else:
+        with engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+    return [(str(s), str(st), int(n)) for s, st, n in rows]

@@ -49,6 +49,13 @@ class GroupingPolicy:
     correlation_window: float = 60.0
     action_grace: float = 60.0
 
+    @property
+    def side_effect_window(self) -> float:
+        """How long after a recovery action anomalies of the acted-on component and its
+        dependants are its side effects: the silence, and at least the correlation window
+        (an incident's anomalies correlate over that long)."""
+        return max(self.action_grace, self.correlation_window)
+
 
 def silences_from_actions(
     actions: Iterable[tuple[str, datetime]],
