@@ -337,3 +337,28 @@ def test_a_leak_is_evidence_and_a_step_is_not(engine: Engine, health_url: str) -
     plan = _plan(engine, "automated", {"svc": spec})
     assert [p.action for p in plan.planned] == ["launch"]
     assert "grows steadily" in plan.planned[0].proposal
+
+
+def test_a_rising_resource_waits_for_its_evidence_instead_of_acting_lower_down(
+    engine: Engine, health_url: str, tmp_path: Any
+) -> None:
+    """Memory has risen twice: too early to tell a leak from a step. The restart waits for
+    its evidence; the reconfiguration further down the ladder is not launched meanwhile."""
+    from tasks.recovery.base import ParameterSpec, ReconfigureSpec
+
+    cfg = tmp_path / "svc.json"
+    cfg.write_text('{"cache_size": 256}')
+    spec = ComponentSpec(
+        "svc",
+        health=HealthSpec(url=health_url),
+        restart=CommandSpec(("true",), timeout=5),
+        parameters={"cache_size": ParameterSpec(16, 4096, 256, "int")},
+        reconfigure=ReconfigureSpec(json_file=str(cfg)),
+    )
+    _store(engine, "svc", "memory_bytes", [100e6, 101e6, 102e6, 99e6, 140e6, 180e6])
+    now = datetime.now(UTC)
+    persist_detection(engine, [anomaly(now, "svc", signature="memory_bytes")], {}, now, POLICY, {})
+    plan = _plan(engine, "automated", {"svc": spec})
+    assert [p.action for p in plan.planned] == ["skip"]
+    assert "waiting for evidence" in plan.planned[0].reason
+    assert recoveries_frame(engine).empty
