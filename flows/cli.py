@@ -523,6 +523,14 @@ def issues_cmd(
             f"#{r['id']:<5} {r['status']:<10} {r['severity']:<8} {r['title']} "
             f"({r['anomaly_count']} anomalies, since {r['first_seen']:%H:%M:%S})"
         )
+        details = r["details"] if isinstance(r["details"], dict) else {}
+        root = details.get("root")
+        for fp, sym in (details.get("symptoms") or {}).items():
+            if fp != root:  # the incident's other symptoms, under its root
+                typer.echo(
+                    f"{'':7}symptom: {sym['component']} {sym['kind']} {sym['signature']}"
+                    + (" (side effect of a recovery)" if sym.get("side_effect") else "")
+                )
 
 
 @app.command("serve")

@@ -362,3 +362,39 @@ def test_a_rising_resource_waits_for_its_evidence_instead_of_acting_lower_down(
     assert [p.action for p in plan.planned] == ["skip"]
     assert "waiting for evidence" in plan.planned[0].reason
     assert recoveries_frame(engine).empty
+
+
+def test_selfheal_issues_lists_an_incident_with_its_symptoms(tmp_path: Any) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from storage.engine import make_engine, sqlite_url_for
+    from storage.migrate import ensure_schema
+
+    url = sqlite_url_for(tmp_path / "s.db")
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"database_url": url}))
+    engine = make_engine(url)
+    ensure_schema(engine)
+    deps = {"api": ["db"]}
+    t0 = datetime.now(UTC) - timedelta(seconds=10)
+    batch = [
+        anomaly(t0, "db", "down", "down", "critical"),
+        anomaly(t0 + timedelta(seconds=1), "api", "metric", "errors_total:rate", "high"),
+    ]
+    persist_detection(engine, batch, {}, t0 + timedelta(seconds=2), POLICY, deps)
+    engine.dispose()
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "issues", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SELFHEAL_HOME": str(tmp_path / "home")},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 2, out.stdout
+    assert "db is down (+1 symptom)" in lines[0]
+    assert "symptom: api metric errors_total:rate" in lines[1]
