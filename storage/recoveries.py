@@ -107,8 +107,11 @@ def quarantined_until(
     return last + timedelta(seconds=period_s)
 
 
-def strategy_stats(conn: Connection, component: str, issue_kind: str) -> dict[str, StrategyStats]:
-    """Outcomes per strategy for this component and kind of issue (executed attempts)."""
+def strategy_stats(
+    conn: Connection, component: str, issue_kind: str, issue_signature: str | None = None
+) -> dict[str, StrategyStats]:
+    """Outcomes per strategy for this component and kind of issue (executed attempts),
+    optionally only for issues of one signature."""
     t = Recovery.table()
     successes = func.sum(case((t.c.status == "succeeded", 1), else_=0))
     stmt = (
@@ -120,6 +123,8 @@ def strategy_stats(conn: Connection, component: str, issue_kind: str) -> dict[st
         )
         .group_by(t.c.strategy)
     )
+    if issue_signature is not None:
+        stmt = stmt.where(t.c.issue_signature == issue_signature[:300])
     out: dict[str, StrategyStats] = {}
     for strategy, attempts, successes in conn.execute(stmt):
         out[strategy] = StrategyStats(strategy, int(successes or 0), int(attempts))

@@ -398,3 +398,45 @@ def test_selfheal_issues_lists_an_incident_with_its_symptoms(tmp_path: Any) -> N
     assert len(lines) == 2, out.stdout
     assert "db is down (+1 symptom)" in lines[0]
     assert "symptom: api metric errors_total:rate" in lines[1]
+
+
+def test_recorded_successes_for_the_same_incident_are_evidence(
+    engine: Engine, health_url: str
+) -> None:
+    spec = ComponentSpec(
+        "cache", health=HealthSpec(url=health_url), restart=CommandSpec(("true",), timeout=5)
+    )
+    _store(engine, "cache", "probe_ok", [1, 1, 1], probe="liveness")
+    past = datetime.now(UTC) - timedelta(days=1)
+    with engine.begin() as conn:
+        for signature in ["queue_depth"] * 3 + ["latency_seconds:p99"]:
+            create_recovery(
+                conn,
+                component="cache",
+                issue_kind="metric",
+                issue_signature=signature,
+                strategy="restart",
+                mode="automated",
+                status="succeeded",
+                finished_at=past,
+            )
+    now = datetime.now(UTC)
+    # One past success of this signature is not enough; three of another say nothing.
+    persist_detection(engine, [anomaly(now, signature="latency_seconds:p99")], {}, now, POLICY, {})
+    assert [p.action for p in _plan(engine, "automated", {"cache": spec}).planned] == ["skip"]
+    later = now + timedelta(minutes=30)
+    persist_detection(engine, [anomaly(later, signature="queue_depth")], {}, later, POLICY, {})
+    ctx = RecoveryContext(engine, {"cache": spec})
+    plan = plan_cycle(
+        engine,
+        RecoveryManager(default_strategies(), ctx),
+        "automated",
+        later + timedelta(seconds=1),
+        max_concurrent=3,
+        approval_timeout_s=600,
+        cooldown_s=60,
+        quarantine_s=600,
+    )
+    launched = [p for p in plan.planned if p.action == "launch"]
+    assert len(launched) == 1 and launched[0].issue.signature == "queue_depth"
+    assert "restarts fixed 3 of 3 incidents like this one" in launched[0].proposal

@@ -168,15 +168,17 @@ def gather(issue: IssueInfo, ctx: RecoveryContext, leak: LeakSettings = LeakSett
                 ev.reasons.append(f"the health endpoint of {comp} fails: {health.detail}")
     if not ev.reasons:
         with ctx.engine.connect() as conn:
-            stats = strategy_stats(conn, comp, issue.kind).get("restart")
+            # Same component, kind and signature: restarts that fixed leaks say nothing
+            # about a latency blip of the same component.
+            stats = strategy_stats(conn, comp, issue.kind, issue.signature).get("restart")
         if (
             stats is not None
             and stats.attempts >= ctx.settings.min_learning_attempts
             and stats.rate > 0.5
         ):
             ev.reasons.append(
-                f"restarts fixed {stats.successes} of {stats.attempts} {issue.kind} "
-                f"incidents of {comp} before"
+                f"restarts fixed {stats.successes} of {stats.attempts} incidents like this "
+                f"one ({issue.kind} {issue.signature}) on {comp} before"
             )
     return ev
 
