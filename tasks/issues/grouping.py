@@ -1,26 +1,36 @@
-"""Anomalies → issues, the way Alertmanager groups alerts.
+"""Anomalies → incidents (stored as issues), the way Alertmanager groups alerts.
 
-- **Fingerprint** = component + kind + signature: anomalies with the same fingerprint join
-  the one active issue that has it, however many there are.
-- **Group wait**: a new issue is not actionable for ``group_wait`` seconds, so anomalies
+- **One incident per root cause.** Each anomaly has a *symptom* fingerprint (component +
+  kind + signature). It joins the incident that already lists that symptom; else a live
+  incident of a related component (the same one, or one linked to it by a dependency)
+  that is down or saw a symptom within ``correlation_window``; else it opens an incident
+  of its own. The incident is named after its **root**: the first down stretch, else the
+  first symptom of the component the others depend on, else the first symptom; the
+  others are listed as its symptoms (``details["symptoms"]``, every anomaly also keeps its
+  ``issue_id``). Eighteen metrics of a restarted server are one incident, not eighteen.
+- **Group wait**: a new incident is not actionable for ``group_wait`` seconds, so anomalies
   that arrive together (a crash is seen in metrics and logs) gather before anyone acts.
-- **Resolution** only after ``resolve_after`` seconds without a new anomaly (the quiet
-  period), and an issue that fires again within ``flap_window`` of resolving is reopened
-  rather than duplicated: a flapping signal makes one issue, not a stream of them.
-- **Inhibition**: while a component is down (an active ``down`` issue), its symptom issues
-  and those of the components that depend on it are marked inhibited: they are explained
-  by the outage and nothing acts on them or notifies about them.
+- **Resolution** only after ``resolve_after`` seconds without a new symptom (the quiet
+  period), and an incident that fires again within ``flap_window`` of resolving is
+  reopened rather than duplicated: a flapping signal makes one incident.
+- **Inhibition**: while a component is down (an active ``down`` incident), incidents that
+  began earlier on it or on the components that depend on it are marked inhibited: they
+  are explained by the outage and nothing acts on them or notifies about them.
 - **Temporal correlation**: log anomalies of several related components within
-  ``correlation_window`` seconds join one ``log_correlation`` issue on the upstream
-  component (the one the others depend on), since they are likely one incident. When the
-  dependencies are known, only components linked by them correlate (two unrelated services
-  failing in the same minute are two issues); without that knowledge, any do.
-- **Silences**: right after a recovery acted on a component (a restart, an isolation, a
-  configuration change), anomalies of that component and of those that depend on it are
-  the expected side effects of the action (a restarted dependency refuses connections for
-  a second). For ``action_grace`` seconds they open *silenced* issues, which nothing acts
-  on; an anomaly after the silence ends turns such an issue into an open one.
-- **Repeat throttling**: ``should_notify`` says when an issue deserves a (new) notification.
+  ``correlation_window`` seconds join one ``log_correlation`` incident on the upstream
+  component (the one the others depend on). When the dependencies are known, only
+  components linked by them correlate; without that knowledge, any do.
+- **Side effects and silences**: right after a recovery acted on a component (a restart,
+  an isolation, a configuration change), for ``side_effect_window`` seconds (the larger of
+  ``action_grace`` and ``correlation_window``) anomalies of that component and of those
+  that depend on it are the expected side effects of the action (counters reset, gauges
+  jump, a restarted dependency refuses connections for a second). They are recorded as
+  side-effect symptoms of the incident the action was for, which neither delays its
+  resolution nor makes it actionable again (so they never ask anyone for approval); with
+  no such incident they open one *silenced* incident, which nothing acts on, and an
+  anomaly after the silence ends turns it into an open one.
+- **Repeat throttling**: ``should_notify`` says when an incident deserves a (new)
+  notification.
 """
 
 from __future__ import annotations
