@@ -39,7 +39,10 @@ def api_record_path(selfheal_home: Path) -> Path:
     return selfheal_home / "prefect" / API_RECORD
 
 
-def _answers(api_url: str, timeout: float = 3.0) -> bool:
+HEALTH_TIMEOUT_S = 10.0  # a busy server answers /health slowly; a dead one refuses at once
+
+
+def _answers(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
     try:
         return httpx.get(api_url.rstrip("/") + "/health", timeout=timeout).status_code == 200
     except httpx.HTTPError:
