@@ -60,7 +60,7 @@ def prefect_api_url() -> str | None:
     """PREFECT_API_URL, else the server ``selfheal serve`` recorded (None: unknown)."""
     from flows.prefect_server import recorded_api_url
 
-    return os.environ.get("PREFECT_API_URL") or recorded_api_url(selfheal_home())
+    return os.environ.get("PREFECT_API_URL") or recorded_api_url(selfheal_home(), PREFECT_TIMEOUT_S)
 
 
 def last_cycle_run(api_url: str) -> dict[str, Any] | None:

@@ -49,7 +49,7 @@ def _answers(api_url: str, timeout: float = HEALTH_TIMEOUT_S) -> bool:
         return False
 
 
-def recorded_api_url(selfheal_home: Path) -> str | None:
+def recorded_api_url(selfheal_home: Path, timeout: float = HEALTH_TIMEOUT_S) -> str | None:
     """The API URL recorded under ``SELFHEAL_HOME`` by a running ``selfheal serve`` (None
     when there is no record, it is unreadable, or its server does not answer)."""
     path = api_record_path(selfheal_home)
@@ -57,7 +57,7 @@ def recorded_api_url(selfheal_home: Path) -> str | None:
         url = json.loads(path.read_text()).get("api_url")
     except (OSError, ValueError, AttributeError):
         return None
-    return url if isinstance(url, str) and _answers(url) else None
+    return url if isinstance(url, str) and _answers(url, timeout) else None
 
 
 def find_api_url(selfheal_home: Path, configured: str | None) -> str:
