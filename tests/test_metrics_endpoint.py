@@ -140,3 +140,35 @@ def test_the_dashboard_serves_metrics(tmp_path: Path) -> None:
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain")
     assert parse(resp.text)[("selfheal_pending_approvals", ())] == 0
+
+
+def test_cycle_duration_and_lateness_come_from_prefect(
+    prefect_server: None, tmp_path: Path
+) -> None:
+    from prefect import flow
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.metrics_endpoint import registry_for
+    from flows.runtime import open_runtime
+
+    @flow(name="cycle")
+    def fake_cycle() -> int:
+        return 1
+
+    fake_cycle()
+    api = PREFECT_API_URL.value()
+    rt = open_runtime(str(seeded_config(tmp_path)))
+    try:
+        registry = registry_for(rt, prefect_api=lambda: api)
+        found = parse(exposition_text(registry))
+    finally:
+        rt.close()
+    assert found[("selfheal_cycle_duration_seconds", ())] >= 0
+    assert found[("selfheal_cycle_lateness_seconds", ())] >= 0
+
+
+def exposition_text(registry: object) -> str:
+    from flows.metrics_endpoint import exposition
+
+    body, _ = exposition(registry)  # type: ignore[arg-type]
+    return body.decode()
