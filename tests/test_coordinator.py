@@ -467,13 +467,13 @@ def test_at_most_max_concurrent_recoveries_run_at_once(stack: PrefectStack, tmp_
         persist_detection(
             engine,
             [
-                # An error-log signature: evidence that a restart is the remedy (a metric
-                # anomaly alone never restarts a healthy component).
+                # Down: evidence that a restart is the remedy (a metric anomaly alone
+                # never restarts a healthy component).
                 AnomalyRecord(
-                    "log_signature",
+                    "down",
                     n,
-                    "log",
-                    "out_of_memory",
+                    "down",
+                    "down",
                     int(now.timestamp() * 1000),
                     1.0,
                     "medium",
@@ -492,7 +492,7 @@ def test_at_most_max_concurrent_recoveries_run_at_once(stack: PrefectStack, tmp_
                     conn,
                     issue_id=issue_id,
                     component=name,
-                    issue_kind="log",
+                    issue_kind="down",
                     strategy="restart",
                     rung=0,
                     mode="automated",
