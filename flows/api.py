@@ -118,6 +118,17 @@ def reject_recovery(
 def _answer(
     approval_id: str, approve: bool, reason: str, by: str | None, config_path: str | None
 ) -> dict[str, Any]:
+    from flows.prefect_server import use_prefect_api
+
+    # Find the Prefect server first: with none, nothing is decided (raises
+    # PrefectUnreachable, whose message says what to set).
+    with use_prefect_api(required=True):
+        return _answer_on(approval_id, approve, reason, by, config_path)
+
+
+def _answer_on(
+    approval_id: str, approve: bool, reason: str, by: str | None, config_path: str | None
+) -> dict[str, Any]:
     rt = open_runtime(config_path)
     actor = _user(by)
     decision = "approved" if approve else "rejected"

@@ -354,8 +354,10 @@ def cycle_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     with cli_errors():
         load_config(config)
     from flows.cycle import cycle
+    from flows.prefect_server import use_prefect_api
 
-    with cli_errors():
+    # On the server `selfheal serve` runs, if any (so the run shows in its UI).
+    with cli_errors(), use_prefect_api(required=False):
         result = cycle(str(config.resolve()) if config else None)
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
@@ -441,12 +443,15 @@ def _answer_cmd(
     approve: bool, approval_id: str, reason: str, by: str | None, config: Path | None
 ) -> None:
     from flows.api import approve_recovery, reject_recovery
+    from flows.prefect_server import PrefectUnreachable
     from storage.approvals import ApprovalAlreadyDecided, ApprovalNotFound
 
     try:
         with cli_errors():
             fn = approve_recovery if approve else reject_recovery
             result = fn(approval_id, reason, by, str(config) if config else None)
+    except PrefectUnreachable as exc:
+        fail(str(exc), 1)
     except ApprovalNotFound as exc:
         fail(str(exc), 2)
     except ApprovalAlreadyDecided as exc:
@@ -527,6 +532,14 @@ def issues_cmd(
             f"#{r['id']:<5} {r['status']:<10} {r['severity']:<8} {r['title']} "
             f"({r['anomaly_count']} anomalies, since {r['first_seen']:%H:%M:%S})"
         )
+        details = r["details"] if isinstance(r["details"], dict) else {}
+        root = details.get("root")
+        for fp, sym in (details.get("symptoms") or {}).items():
+            if fp != root:  # the incident's other symptoms, under its root
+                typer.echo(
+                    f"{'':7}symptom: {sym['component']} {sym['kind']} {sym['signature']}"
+                    + (" (side effect of a recovery)" if sym.get("side_effect") else "")
+                )
 
 
 @app.command("serve")

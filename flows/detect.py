@@ -28,11 +28,17 @@ from storage.issues import (
     set_watermarks,
 )
 from storage.metrics import component_names
-from storage.recoveries import active_recoveries, recent_actions
+from storage.recoveries import active_recoveries, recent_actions_with_issues
 from tasks.detection.logs_step import LogDetectionSettings, detect_logs
 from tasks.detection.metrics_step import MetricDetectionSettings, detect_metrics, read_component
 from tasks.detection.registry import default_registry
-from tasks.issues.grouping import GroupingPolicy, group, inhibitions, silences_from_actions
+from tasks.issues.grouping import (
+    GroupingPolicy,
+    action_incidents,
+    group,
+    inhibitions,
+    silences_from_actions,
+)
 from tasks.plugins import Plugin, as_plugin
 
 _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
@@ -165,13 +171,17 @@ def persist_detection(
     again."""
     with engine.begin() as conn:
         active = load_active_issues(conn, recent_cutoff(now, policy.flap_window))
-        acted = recent_actions(conn, recent_cutoff(now, policy.action_grace))
+        window = policy.side_effect_window
+        acted = recent_actions_with_issues(conn, recent_cutoff(now, window))
         # A recovery still running (a restart in progress) silences too.
         acted += [
-            (r["component"], now) for r in active_recoveries(conn) if r["status"] == "running"
+            (r["component"], now, r["issue_id"])
+            for r in active_recoveries(conn)
+            if r["status"] == "running"
         ]
-        silences = silences_from_actions(acted, depends_on, policy.action_grace)
-        outcome = group(anomalies, active, now, policy, depends_on, silences)
+        silences = silences_from_actions([(c, t) for c, t, _ in acted], depends_on, window)
+        owners = action_incidents(acted, depends_on)
+        outcome = group(anomalies, active, now, policy, depends_on, silences, owners)
         ids = save_issues(conn, outcome.issues.values())
         stored = save_anomalies(conn, outcome.anomalies, ids)
         current = load_active_issues(conn, now)

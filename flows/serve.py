@@ -122,6 +122,10 @@ def run_serve(
             probes = _start_probes(config)
             if dashboard if dashboard is not None else config.dashboard_enabled:
                 dash = _start_dashboard(config, config_path)
+            else:  # /metrics alone, on dashboard_port
+                from flows.metrics_endpoint import start_metrics_endpoint
+
+                dash = start_metrics_endpoint(config, config_path)
             deps = deployments(config, config_path, cycle)
             print(f"serving {len(deps)} deployments against {api_url}; Ctrl-C stops", flush=True)
             if ready is not None:

@@ -288,3 +288,21 @@ def feedback_frame(engine: Engine | Connection) -> pd.DataFrame:
     df = _frame(engine, select(*(t.c[c] for c in cols)).order_by(t.c.id), {}, cols)
     df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
     return df
+
+
+def last_detection_at(engine: Engine | Connection) -> datetime | None:
+    """When a detection cycle last moved a watermark (None before the first one)."""
+    stmt = select(DetectionState.updated_at).order_by(DetectionState.updated_at.desc()).limit(1)
+    if isinstance(engine, Connection):
+        row = engine.execute(stmt).first()
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(stmt).first()
+    if row is None or row[0] is None:
+        return None
+    when: datetime = row[0]
+    if when.tzinfo is None:
+        from datetime import UTC
+
+        when = when.replace(tzinfo=UTC)
+    return when

@@ -317,3 +317,44 @@ def labels_text(labels: object) -> str:
     if isinstance(labels, str) or labels is None:
         labels = json.loads(labels) if labels else {}
     return labels_key(labels) if isinstance(labels, dict) else str(labels)
+
+
+def latest_values(
+    engine: Engine | Connection,
+    component: str,
+    metric: str,
+    since: pd.Timestamp,
+    labels: dict[str, str] | None = None,
+) -> list[tuple[pd.Timestamp, float]]:
+    """(ts, value) of the newest sample since ``since`` of each series of ``metric`` on
+    ``component`` whose labels include ``labels`` (e.g. ``probe_ok{probe="liveness"}``)."""
+    series = series_frame(engine, component)
+    series = series[series["metric"] == metric]
+    if labels:
+        want = labels.items()
+        series = series[series["labels"].map(lambda got: want <= got.items())]
+    if series.empty:
+        return []
+    recent = read_samples(engine, since, series_ids=list(series["series_id"]))
+    if recent.empty:
+        return []
+    last = recent.groupby("series_id").tail(1)
+    return [(ts, float(v)) for ts, v in zip(last["ts"], last["value"], strict=True)]
+
+
+def latest_by_series(engine: Engine | Connection, metric: str, since: pd.Timestamp) -> pd.DataFrame:
+    """The newest sample since ``since`` of every series named ``metric``, any component:
+    a frame (component, labels (dict), ts, value)."""
+    sql = (
+        "SELECT s.id AS series_id, c.name AS component, s.labels FROM series s "
+        "JOIN components c ON c.id = s.component_id WHERE s.metric = :metric"
+    )
+    series = _frame(engine, sql, {"metric": metric}, ["series_id", "component", "labels"])
+    series["labels"] = series["labels"].map(_load_labels)
+    cols = ["component", "labels", "ts", "value"]
+    if series.empty:
+        return pd.DataFrame(columns=cols)
+    recent = read_samples(engine, since, series_ids=list(series["series_id"]))
+    last = recent.groupby("series_id").tail(1)
+    joined = last.merge(series[["series_id", "component", "labels"]], on="series_id")
+    return joined[cols].reset_index(drop=True)

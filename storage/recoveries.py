@@ -107,8 +107,11 @@ def quarantined_until(
     return last + timedelta(seconds=period_s)
 
 
-def strategy_stats(conn: Connection, component: str, issue_kind: str) -> dict[str, StrategyStats]:
-    """Outcomes per strategy for this component and kind of issue (executed attempts)."""
+def strategy_stats(
+    conn: Connection, component: str, issue_kind: str, issue_signature: str | None = None
+) -> dict[str, StrategyStats]:
+    """Outcomes per strategy for this component and kind of issue (executed attempts),
+    optionally only for issues of one signature."""
     t = Recovery.table()
     successes = func.sum(case((t.c.status == "succeeded", 1), else_=0))
     stmt = (
@@ -120,6 +123,8 @@ def strategy_stats(conn: Connection, component: str, issue_kind: str) -> dict[st
         )
         .group_by(t.c.strategy)
     )
+    if issue_signature is not None:
+        stmt = stmt.where(t.c.issue_signature == issue_signature[:300])
     out: dict[str, StrategyStats] = {}
     for strategy, attempts, successes in conn.execute(stmt):
         out[strategy] = StrategyStats(strategy, int(successes or 0), int(attempts))
@@ -231,3 +236,34 @@ def count_in_flight(
         return int(engine.execute(stmt).scalar_one())
     with engine.connect() as conn:
         return int(conn.execute(stmt).scalar_one())
+
+
+def recent_actions_with_issues(
+    conn: Connection, since: datetime
+) -> list[tuple[str, datetime, int | None]]:
+    """(component, finished_at, issue id of its recovery) of the actions finished since
+    ``since``: the incident each action was for owns its side effects."""
+    a, r = RecoveryAction.table(), Recovery.table()
+    stmt = (
+        select(a.c.component, a.c.finished_at, r.c.issue_id)
+        .select_from(a.outerjoin(r, r.c.id == a.c.recovery_id))
+        .where(a.c.finished_at >= since)
+    )
+    out: list[tuple[str, datetime, int | None]] = []
+    for comp, finished, issue_id in conn.execute(stmt):
+        if finished is not None and finished.tzinfo is None:
+            finished = finished.replace(tzinfo=UTC)
+        out.append((comp, finished, issue_id))
+    return out
+
+
+def recovery_counts(engine: Engine | Connection) -> list[tuple[str, str, int]]:
+    """(strategy, status, how many) over every recorded recovery attempt."""
+    t = Recovery.table()
+    stmt = select(t.c.strategy, t.c.status, func.count()).group_by(t.c.strategy, t.c.status)
+    if isinstance(engine, Connection):
+        rows = engine.execute(stmt).all()
+    else:
+        with engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+    return [(str(s), str(st), int(n)) for s, st, n in rows]

@@ -467,11 +467,13 @@ def test_at_most_max_concurrent_recoveries_run_at_once(stack: PrefectStack, tmp_
         persist_detection(
             engine,
             [
+                # Down: evidence that a restart is the remedy (a metric anomaly alone
+                # never restarts a healthy component).
                 AnomalyRecord(
-                    "default",
+                    "down",
                     n,
-                    "metric",
-                    "latency:mean",
+                    "down",
+                    "down",
                     int(now.timestamp() * 1000),
                     1.0,
                     "medium",
@@ -490,7 +492,7 @@ def test_at_most_max_concurrent_recoveries_run_at_once(stack: PrefectStack, tmp_
                     conn,
                     issue_id=issue_id,
                     component=name,
-                    issue_kind="metric",
+                    issue_kind="down",
                     strategy="restart",
                     rung=0,
                     mode="automated",

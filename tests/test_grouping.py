@@ -110,12 +110,26 @@ def test_slow_flapping_reopens_the_same_issue(engine: Engine) -> None:
 
 
 def test_down_component_inhibits_its_symptoms(engine: Engine) -> None:
+    """Anomalies near a down stretch join its incident; incidents that began earlier (out
+    of the correlation window) on the component or its dependants are inhibited by it."""
     deps = {"proof_engine": ["theorem_repository"], "theorem_repository": []}
+    early = T0 - timedelta(seconds=120)
+    persist_detection(
+        engine,
+        [
+            anomaly(early, "theorem_repository", "metric", "latency:mean"),
+            anomaly(early, "proof_engine", "metric", "errors_total:rate"),
+            anomaly(early, "genetic_optimizer", "metric", "latency:mean"),
+        ],
+        {},
+        early,
+        POLICY,
+        {},
+    )
     batch = [
         anomaly(T0, "theorem_repository", "down", "down", "critical", "down"),
         anomaly(T0, "theorem_repository", "metric", "latency:mean"),
         anomaly(T0, "proof_engine", "metric", "errors_total:rate"),
-        anomaly(T0, "genetic_optimizer", "metric", "latency:mean"),
     ]
     persist_detection(engine, batch, {}, T0 + timedelta(seconds=1), POLICY, deps)
     rows = {(r["component"], r["kind"]): r for _, r in issues_frame(engine).iterrows()}
@@ -140,14 +154,13 @@ def test_down_component_inhibits_its_symptoms(engine: Engine) -> None:
 
 
 def test_inhibition_is_pure() -> None:
-    out = group([anomaly(T0, "db", "down", "down", "critical"), anomaly(T0, "db")], [], T0, POLICY)
-    issues = list(out.issues.values())
-    for i, issue in enumerate(issues):
-        issue.id = i + 1
-    inh = inhibitions(issues, {})
-    down = next(i for i in issues if i.kind == "down")
-    symptom = next(i for i in issues if i.kind != "down")
-    assert inh == {symptom.id: down.id}
+    before = group([anomaly(T0 - timedelta(seconds=120), "db")], [], T0, POLICY)
+    symptom = next(iter(before.issues.values()))
+    symptom.id = 1
+    out = group([anomaly(T0, "db", "down", "down", "critical")], [symptom], T0, POLICY)
+    down = next(i for i in out.issues.values() if i.kind == "down")
+    down.id = 2
+    assert inhibitions([symptom, down], {}) == {symptom.id: down.id}
 
 
 def test_log_errors_of_several_components_correlate_into_one_issue() -> None:

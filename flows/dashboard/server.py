@@ -1,7 +1,8 @@
 """The dashboard's web server: a Starlette app on uvicorn, in a thread or in the foreground.
 
-Routes: ``/`` (the page), ``/api/summary`` (headline figures as JSON, polled by the page)
-and ``/healthz``. Query parameters of the first two:
+Routes: ``/`` (the page), ``/api/summary`` (headline figures as JSON, polled by the page),
+``/healthz`` and ``/metrics`` (Prometheus text format, ``flows.metrics_endpoint``).
+Query parameters of the first two:
 ``minutes`` (window, 5–1440), ``end`` (ISO time; default now), ``component`` (repeatable),
 ``refresh`` (seconds, 0 = off).
 
@@ -31,6 +32,7 @@ from starlette.routing import Route
 from flows.dashboard.data import ViewOptions, load_records, load_snapshot
 from flows.dashboard.page import render, tiles
 from flows.dashboard.views import build_dashboard, summary
+from flows.metrics_endpoint import exposition, registry_for
 from flows.runtime import Runtime, open_runtime
 from storage.metrics import component_names
 
@@ -88,6 +90,12 @@ def build_app(rt: Runtime, base: ViewOptions | None = None) -> Starlette:
         s = summary(load_records(rt.engine, opts, _now()))
         return JSONResponse({**s.as_dict(), "tiles": tiles(s)}, headers=NO_STORE)
 
+    registry = registry_for(rt)
+
+    def metrics(request: Request) -> Response:
+        body, ctype = exposition(registry)
+        return Response(body, headers={"Content-Type": ctype, **NO_STORE})
+
     def healthz(request: Request) -> Response:
         try:
             count = len(component_names(rt.engine))
@@ -100,6 +108,7 @@ def build_app(rt: Runtime, base: ViewOptions | None = None) -> Starlette:
             Route("/", page),
             Route("/api/summary", api_summary),
             Route("/healthz", healthz),
+            Route("/metrics", metrics),
         ]
     )
 

@@ -1,26 +1,36 @@
-"""Anomalies → issues, the way Alertmanager groups alerts.
+"""Anomalies → incidents (stored as issues), the way Alertmanager groups alerts.
 
-- **Fingerprint** = component + kind + signature: anomalies with the same fingerprint join
-  the one active issue that has it, however many there are.
-- **Group wait**: a new issue is not actionable for ``group_wait`` seconds, so anomalies
+- **One incident per root cause.** Each anomaly has a *symptom* fingerprint (component +
+  kind + signature). It joins the incident that already lists that symptom; else a live
+  incident of a related component (the same one, or one linked to it by a dependency)
+  that is down or saw a symptom within ``correlation_window``; else it opens an incident
+  of its own. The incident is named after its **root**: the first down stretch, else the
+  first symptom of the component the others depend on, else the first symptom; the
+  others are listed as its symptoms (``details["symptoms"]``, every anomaly also keeps its
+  ``issue_id``). Eighteen metrics of a restarted server are one incident, not eighteen.
+- **Group wait**: a new incident is not actionable for ``group_wait`` seconds, so anomalies
   that arrive together (a crash is seen in metrics and logs) gather before anyone acts.
-- **Resolution** only after ``resolve_after`` seconds without a new anomaly (the quiet
-  period), and an issue that fires again within ``flap_window`` of resolving is reopened
-  rather than duplicated: a flapping signal makes one issue, not a stream of them.
-- **Inhibition**: while a component is down (an active ``down`` issue), its symptom issues
-  and those of the components that depend on it are marked inhibited: they are explained
-  by the outage and nothing acts on them or notifies about them.
+- **Resolution** only after ``resolve_after`` seconds without a new symptom (the quiet
+  period), and an incident that fires again within ``flap_window`` of resolving is
+  reopened rather than duplicated: a flapping signal makes one incident.
+- **Inhibition**: while a component is down (an active ``down`` incident), incidents that
+  began earlier on it or on the components that depend on it are marked inhibited: they
+  are explained by the outage and nothing acts on them or notifies about them.
 - **Temporal correlation**: log anomalies of several related components within
-  ``correlation_window`` seconds join one ``log_correlation`` issue on the upstream
-  component (the one the others depend on), since they are likely one incident. When the
-  dependencies are known, only components linked by them correlate (two unrelated services
-  failing in the same minute are two issues); without that knowledge, any do.
-- **Silences**: right after a recovery acted on a component (a restart, an isolation, a
-  configuration change), anomalies of that component and of those that depend on it are
-  the expected side effects of the action (a restarted dependency refuses connections for
-  a second). For ``action_grace`` seconds they open *silenced* issues, which nothing acts
-  on; an anomaly after the silence ends turns such an issue into an open one.
-- **Repeat throttling**: ``should_notify`` says when an issue deserves a (new) notification.
+  ``correlation_window`` seconds join one ``log_correlation`` incident on the upstream
+  component (the one the others depend on). When the dependencies are known, only
+  components linked by them correlate; without that knowledge, any do.
+- **Side effects and silences**: right after a recovery acted on a component (a restart,
+  an isolation, a configuration change), for ``side_effect_window`` seconds (the larger of
+  ``action_grace`` and ``correlation_window``) anomalies of that component and of those
+  that depend on it are the expected side effects of the action (counters reset, gauges
+  jump, a restarted dependency refuses connections for a second). They are recorded as
+  side-effect symptoms of the incident the action was for, which neither delays its
+  resolution nor makes it actionable again (so they never ask anyone for approval); with
+  no such incident they open one *silenced* incident, which nothing acts on, and an
+  anomaly after the silence ends turns it into an open one.
+- **Repeat throttling**: ``should_notify`` says when an incident deserves a (new)
+  notification.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from storage.issues import AnomalyRecord, IssueRecord
 from tasks.severity import Severity
@@ -36,6 +47,7 @@ from tasks.severity import Severity
 DOWN_KIND = "down"
 LOG_KINDS = ("log",)
 CORRELATION_KIND = "log_correlation"
+MAX_SYMPTOMS = 200  # symptom records kept per incident (the anomalies all stay linked)
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,13 @@ class GroupingPolicy:
     repeat_interval: float = 3600.0
     correlation_window: float = 60.0
     action_grace: float = 60.0
+
+    @property
+    def side_effect_window(self) -> float:
+        """How long after a recovery action anomalies of the acted-on component and its
+        dependants are its side effects: the silence, and at least the correlation window
+        (an incident's anomalies correlate over that long)."""
+        return max(self.action_grace, self.correlation_window)
 
 
 def silences_from_actions(
@@ -153,6 +172,115 @@ def correlate_logs(
     return [rekeyed.get(id(a), a) for a in anomalies]
 
 
+def action_incidents(
+    actions: Iterable[tuple[str, datetime, int | None]],
+    depends_on: Mapping[str, Sequence[str]],
+) -> dict[str, int]:
+    """component → the incident the latest recovery action on it (or on a component it
+    depends on) was for: that incident owns the action's side effects."""
+    latest: dict[str, tuple[datetime, int]] = {}
+    for component, finished, issue_id in actions:
+        if issue_id is None:
+            continue
+        affected = {component} | {c for c, deps in depends_on.items() if component in deps}
+        for c in affected:
+            if c not in latest or latest[c][0] < finished:
+                latest[c] = (finished, issue_id)
+    return {c: iid for c, (_, iid) in latest.items()}
+
+
+def _symptoms(issue: IssueRecord) -> dict[str, dict[str, Any]]:
+    """The incident's symptom records (fingerprint → record), created on first use."""
+    found = issue.details.get("symptoms")
+    if not isinstance(found, dict):
+        found = {}
+        issue.details["symptoms"] = found
+    return found
+
+
+def _components(issue: IssueRecord) -> set[str]:
+    return {issue.component} | {
+        str(s["component"]) for s in issue.details.get("symptoms", {}).values()
+    }
+
+
+def _related(component: str, issue: IssueRecord, deps: Mapping[str, Sequence[str]]) -> bool:
+    """Same component, or linked to one of the incident's components by a dependency."""
+    comps = _components(issue)
+    if component in comps:
+        return True
+    mine = set(deps.get(component, ()))
+    return bool(mine & comps) or any(component in deps.get(c, ()) for c in comps)
+
+
+def _choose_root(issue: IssueRecord, deps: Mapping[str, Sequence[str]]) -> None:
+    """Name the incident after its root: the first down stretch if there is one, else the
+    first symptom of the component the others depend on, else the first symptom."""
+    symptoms = [s for s in _symptoms(issue).values() if not s.get("side_effect")]
+    if not symptoms:
+        return
+    symptoms.sort(key=lambda s: str(s["first_seen"]))
+    downs = [s for s in symptoms if s["kind"] == DOWN_KIND]
+    if downs:
+        root = downs[0]
+    else:
+        comps = list(dict.fromkeys(str(s["component"]) for s in symptoms))
+        top = _upstream(comps, deps) if len(comps) > 1 else comps[0]
+        root = next(s for s in symptoms if s["component"] == top)
+    kind, comp, sig = str(root["kind"]), str(root["component"]), str(root["signature"])
+    if root.get("root_kind"):
+        kind = str(root["root_kind"])
+    issue.component, issue.kind, issue.signature = comp, kind, sig
+    issue.title = _title(comp, kind, sig)
+    others = len(symptoms) - 1
+    if others:
+        issue.title += f" (+{others} symptom{'s' if others > 1 else ''})"
+    issue.details["root"] = root["fingerprint"]
+
+
+def _note_symptom(
+    issue: IssueRecord, a: AnomalyRecord, symptom_fp: str, ts: datetime, side_effect: bool
+) -> None:
+    symptoms = _symptoms(issue)
+    rec = symptoms.get(symptom_fp)
+    if rec is None:
+        if len(symptoms) >= MAX_SYMPTOMS:
+            issue.details["symptoms_dropped"] = int(issue.details.get("symptoms_dropped", 0)) + 1
+            return
+        kind, comp, sig = a.kind, a.component, a.signature
+        rec = {
+            "fingerprint": symptom_fp,
+            "component": comp,
+            "kind": kind,
+            "signature": sig[:300],
+            "first_seen": ts.isoformat(),
+            "last_seen": ts.isoformat(),
+            "count": 0,
+            "severity": a.severity,
+            "side_effect": side_effect,
+        }
+        if "root" in a.details:  # a cross-component log correlation
+            rec["component"] = a.details["root"]
+            rec["root_kind"] = CORRELATION_KIND
+            rec["signature"] = "+".join(sorted(a.details["correlated"]))
+        symptoms[symptom_fp] = rec
+    rec["count"] = int(rec["count"]) + 1
+    rec["last_seen"] = max(str(rec["last_seen"]), ts.isoformat())
+    if Severity.parse(a.severity) > Severity.parse(str(rec["severity"])):
+        rec["severity"] = a.severity
+    if not side_effect:
+        rec["side_effect"] = False
+
+
+def symptom_list(issue: IssueRecord) -> list[dict[str, Any]]:
+    """The incident's symptoms other than its root, oldest first (for people and notices)."""
+    root = issue.details.get("root")
+    return sorted(
+        (s for fp, s in issue.details.get("symptoms", {}).items() if fp != root),
+        key=lambda s: str(s["first_seen"]),
+    )
+
+
 def group(
     anomalies: Iterable[AnomalyRecord],
     active: Iterable[IssueRecord],
@@ -160,16 +288,47 @@ def group(
     policy: GroupingPolicy = GroupingPolicy(),
     depends_on: Mapping[str, Sequence[str]] | None = None,
     silences: Mapping[str, datetime] | None = None,
+    acted_incidents: Mapping[str, int] | None = None,
 ) -> GroupingOutcome:
-    """Assign anomalies to issues (new, joined or reopened) and resolve quiet ones.
+    """Assign anomalies to incidents (new, joined or reopened) and resolve quiet ones.
 
-    ``active`` holds the open/recovering/silenced issues and those resolved within the
-    flap window; ``silences`` maps a component to the end of its silence. Pure: the caller
-    persists the outcome.
+    ``active`` holds the open/recovering/silenced incidents and those resolved within the
+    flap window; ``silences`` maps a component to the end of the silence that follows a
+    recovery action on it (or on a dependency), ``acted_incidents`` a component to the id
+    of the incident that action was for. Pure: the caller persists the outcome.
+
+    An anomaly joins, in this order: the incident that already lists its symptom; a live
+    incident of a related component (the same one, or one linked by a dependency) that
+    is down or saw a symptom within ``correlation_window``; during a silence, the incident
+    whose recovery caused it (as a side effect: it neither delays the resolution nor
+    makes the incident actionable again); else it opens an incident of its own (silenced
+    when it falls in a silence).
     """
     deps = depends_on or {}
     quiet_until = silences or {}
-    by_fp = {i.fingerprint: i for i in active}
+    acted = acted_incidents or {}
+    incidents = list(active)
+    by_fp = {i.fingerprint: i for i in incidents}
+    by_id = {i.id: i for i in incidents if i.id is not None}
+    index: dict[str, IssueRecord] = {}
+    for inc in incidents:
+        index.setdefault(inc.fingerprint, inc)
+        if "symptoms" not in inc.details:  # stored before incidents listed their symptoms
+            inc.details["symptoms"] = {
+                inc.fingerprint: {
+                    "fingerprint": inc.fingerprint,
+                    "component": inc.component,
+                    "kind": inc.kind,
+                    "signature": inc.signature,
+                    "first_seen": inc.first_seen.isoformat(),
+                    "last_seen": inc.last_seen.isoformat(),
+                    "count": inc.anomaly_count,
+                    "severity": inc.severity,
+                    "side_effect": False,
+                }
+            }
+        for sfp in inc.details.get("symptoms", {}):
+            index[sfp] = inc
     out = GroupingOutcome()
     keyed = [
         a
@@ -178,26 +337,38 @@ def group(
         for a in anomalies
     ]
     keyed = correlate_logs(keyed, deps, policy.correlation_window)
+    window = timedelta(seconds=policy.correlation_window)
     for a in sorted(keyed, key=lambda a: a.ts_ms):
         ts = datetime.fromtimestamp(a.ts_ms / 1000, tz=now.tzinfo)
-        issue = by_fp.get(a.fingerprint)
+        sfp = a.fingerprint
         sev = Severity.parse(a.severity)
         until = quiet_until.get(a.component)
         silenced = until is not None and ts < until
-        if issue is None:
-            kind, sig, comp = a.kind, a.signature, a.component
-            if "root" in a.details:
-                kind, comp, sig = (
-                    CORRELATION_KIND,
-                    a.details["root"],
-                    "+".join(sorted(a.details["correlated"])),
+        issue = index.get(sfp)
+        if issue is None or issue.status == "resolved":
+            live = [
+                i
+                for i in by_fp.values()
+                if i.status in ("open", "recovering", "silenced")
+                and _related(a.component, i, deps)
+                and (
+                    (i.kind == DOWN_KIND and i.status != "silenced")
+                    or abs(ts - i.last_seen) <= window
                 )
+            ]
+            if live:
+                live.sort(key=lambda i: (i.kind != DOWN_KIND, -i.last_seen.timestamp()))
+                issue = live[0]
+            elif silenced and acted.get(a.component) in by_id:
+                issue = by_id[acted[a.component]]
+        side_effect = silenced and issue is not None and issue.status != "silenced"
+        if issue is None:
             issue = IssueRecord(
-                fingerprint=a.fingerprint,
-                component=comp,
-                kind=kind,
-                signature=sig,
-                title=_title(comp, kind, sig),
+                fingerprint=sfp,
+                component=a.component,
+                kind=a.kind,
+                signature=a.signature,
+                title="",
                 severity=sev.label,
                 status="silenced" if silenced else "open",
                 first_seen=ts,
@@ -205,29 +376,35 @@ def group(
                 actionable_at=max(ts, now) + timedelta(seconds=policy.group_wait),
             )
             if silenced:
-                # Remembered after the issue resolves: it never needed anyone.
+                # Remembered after the incident resolves: it never needed anyone.
                 issue.details["silenced_until"] = until.isoformat()  # type: ignore[union-attr]
-            by_fp[a.fingerprint] = issue
-            out.opened.append(a.fingerprint)
+            by_fp[sfp] = issue
+            out.opened.append(sfp)
+        elif side_effect:
+            pass  # an expected consequence of the recovery: recorded, nothing changes
         elif issue.status == "resolved":
             issue.status = "open"
             issue.resolved_at = None
             issue.reopen_count += 1
             # A flapping issue is not made to wait again: it was already acted upon.
             issue.actionable_at = min(issue.actionable_at, now)
-            out.reopened.append(a.fingerprint)
+            out.reopened.append(issue.fingerprint)
         elif issue.status == "silenced" and not silenced:
             # The silence is over and the symptom is still there: now it is an issue.
             issue.status = "open"
             issue.details.pop("silenced_until", None)
             issue.actionable_at = now + timedelta(seconds=policy.group_wait)
-            out.reopened.append(a.fingerprint)
+            out.reopened.append(issue.fingerprint)
+        _note_symptom(issue, a, sfp, ts, side_effect)
+        index[sfp] = issue
         issue.anomaly_count += 1
-        issue.last_seen = max(issue.last_seen, ts)
-        if sev > Severity.parse(issue.severity):
-            issue.severity = sev.label
-        out.issues[a.fingerprint] = issue
-        out.anomalies.append(a)
+        if not side_effect:
+            issue.last_seen = max(issue.last_seen, ts)
+            if sev > Severity.parse(issue.severity):
+                issue.severity = sev.label
+        _choose_root(issue, deps)
+        out.issues[issue.fingerprint] = issue
+        out.anomalies.append(replace(a, fingerprint=issue.fingerprint))
     for fp, issue in by_fp.items():
         quiet = (now - issue.last_seen).total_seconds() >= policy.resolve_after
         if issue.status in ("open", "recovering", "silenced") and quiet and fp not in out.issues:

@@ -21,6 +21,7 @@ from storage.recoveries import (
     update_recovery,
 )
 from tasks.recovery.base import IssueInfo, Outcome, Plan, RecoveryContext, RecoveryStrategy
+from tasks.recovery.evidence import PENDING
 from tasks.recovery.registry import StrategyRegistry
 
 
@@ -95,6 +96,10 @@ class RecoveryManager:
         for r in rungs:
             if r.skip_reason is None:
                 return rungs, r.strategy.plan(issue, self.ctx)
+            if r.skip_reason.startswith(PENDING):
+                # Its evidence is still forming (a resource still rising): wait for it
+                # rather than act with a strategy further down the ladder.
+                return rungs, None
         return rungs, None
 
     def apply_recovery(

@@ -17,6 +17,7 @@ from storage.recoveries import action_times, record_action
 from tasks.recovery.backoff import decide_restart
 from tasks.recovery.base import IssueInfo, Outcome, Plan, RecoveryContext, RecoveryStrategy
 from tasks.recovery.commands import run_command
+from tasks.recovery.evidence import gather, no_restart_reason
 from tasks.recovery.health import check_health, measure
 from tasks.recovery.validate import validate_fix
 
@@ -36,6 +37,9 @@ class RestartStrategy(RecoveryStrategy):
             return f"component {issue.component!r} is not configured"
         if comp.restart is None:
             return "no restart command configured"
+        ev = gather(issue, ctx)
+        if ev.restart_reason is None:
+            return no_restart_reason(ev)
         decision = decide_restart(self._history(comp.name, ctx), ctx.clock(), ctx.settings.backoff)
         if decision.exhausted:
             return decision.reason
@@ -45,12 +49,14 @@ class RestartStrategy(RecoveryStrategy):
         comp = ctx.component(issue.component)
         assert comp.restart is not None
         argv = list(comp.restart.argv)
+        why = gather(issue, ctx).restart_reason
         return Plan(
             self.name,
             comp.name,
             f"restart {comp.name}: run `{shlex.join(argv)}` (timeout "
-            f"{comp.restart.timeout:g} s), then check its health",
-            {"argv": argv},
+            f"{comp.restart.timeout:g} s), then check its health"
+            + (f" (evidence: {why})" if why else ""),
+            {"argv": argv, "evidence": why},
         )
 
     def execute(self, plan: Plan, issue: IssueInfo, ctx: RecoveryContext) -> Outcome:

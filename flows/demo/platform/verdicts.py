@@ -5,8 +5,9 @@ and the components it affects. Within that window:
 
 - **detected**: an anomaly on an affected component at or after the injection; the delay
   is from the injection to that anomaly's timestamp, the severity that of its issue;
-- **recovered**: a successful recovery of an issue of an affected component, created in
-  the window; the time to recover runs from the injection to the end of that recovery;
+- **recovered**: a successful recovery of an issue of an affected component, started
+  (else created) in the window; the time to recover runs from the injection to the end
+  of that recovery;
 - **approval**: whether that recovery waited for a person and who answered.
 
 A **false positive** is an issue (never silenced: silenced issues are the expected side
@@ -78,7 +79,10 @@ def evaluate(
                 v.severity = str(sev.iloc[0]) if not sev.empty else first["severity"]
             else:
                 v.severity = first["severity"]
-        recs = recoveries[(recoveries["created_at"] >= w0) & (recoveries["created_at"] < w1)]
+        # A recovery counts in the window it acted in (planned just before the fault, on
+        # an incident the fault's symptoms then joined, it acts on the fault).
+        acted_at = recoveries["started_at"].fillna(recoveries["created_at"])
+        recs = recoveries[(acted_at >= w0) & (acted_at < w1)]
         recs = recs[recs["issue_id"].map(issue_component).isin(comps)]
         ok = recs[recs["status"] == "succeeded"].sort_values("finished_at")
         if not ok.empty:
