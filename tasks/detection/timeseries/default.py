@@ -49,6 +49,7 @@ from tasks.detection.timeseries._common import (
     robust_z,
     sampling_interval,
     to_points,
+    warm_up,
 )
 
 
@@ -265,6 +266,7 @@ class DefaultDetector(SeriesDetector):
             out = []
             for j, window in enumerate(windows):
                 s = self._score_values(values[:, j].copy(), index, start)
+                s = Scored(warm_up(s.scores, index), s.z, s.details)
                 extra = {k: np.asarray(v[start:]) for k, v in (s.details or {}).items()}
                 out.append(
                     self._result(window, values[start:, j], s.scores[start:], s.z[start:], extra)
@@ -289,7 +291,7 @@ class DefaultDetector(SeriesDetector):
         for j, window_j in enumerate(windows):
             col = calibrated[:, j]
             if (col >= ALARM).any():
-                col = refractory(col, period)
+                col = warm_up(refractory(col, period), index)
             scores = col[start:]
             if (scores >= ALARM).any():
                 z = robust_z(values[:, j], z_window, minp)[start:]
