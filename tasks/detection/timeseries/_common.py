@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -163,7 +163,11 @@ class SeriesDetector(BaseDetector):
 
     Subclasses implement :meth:`_score_values` and :meth:`_history_span`. ``score`` without a
     prior ``fit`` behaves as if fitted on an empty history, which is what the backtester does.
+    A subclass whose spans are plain point counts sets ``learns_interval = False``: it does not
+    need the warm-up in which the sampling interval is learned.
     """
+
+    learns_interval: ClassVar[bool] = True
 
     def _history_span(self, interval: pd.Timedelta) -> int:
         """How many history points the scoring pass needs (the tail kept by ``fit``)."""
@@ -201,7 +205,8 @@ class SeriesDetector(BaseDetector):
         if len(window) == 0:
             return DetectionResult(pd.Series(dtype=float, index=window.index), [])
         scored = self._score_values(values, both.index, start)
-        scored = Scored(warm_up(scored.scores, both.index), scored.z, scored.details)
+        if self.learns_interval:
+            scored = Scored(warm_up(scored.scores, both.index), scored.z, scored.details)
         extra = {k: np.asarray(v[start:]) for k, v in (scored.details or {}).items()}
         return self._result(window, values[start:], scored.scores[start:], scored.z[start:], extra)
 
