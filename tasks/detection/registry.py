@@ -46,8 +46,10 @@ class DetectorRegistry:
 def builtin_detectors() -> list[type[BaseDetector]]:
     from tasks.detection.timeseries.adaptive import AdaptiveThresholdDetector
     from tasks.detection.timeseries.default import DefaultDetector
+    from tasks.detection.timeseries.ensemble import EnsembleDetector
     from tasks.detection.timeseries.esd import GeneralizedESDDetector
     from tasks.detection.timeseries.iforest import IsolationForestDetector
+    from tasks.detection.timeseries.relentropy import RelativeEntropyDetector
     from tasks.detection.timeseries.zscore import RobustZScoreDetector
 
     return [
@@ -56,6 +58,8 @@ def builtin_detectors() -> list[type[BaseDetector]]:
         IsolationForestDetector,
         AdaptiveThresholdDetector,
         GeneralizedESDDetector,
+        RelativeEntropyDetector,
+        EnsembleDetector,
     ]
 
 
