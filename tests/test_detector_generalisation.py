@@ -142,3 +142,72 @@ def test_out_of_sample_selection_never_uses_the_scored_fold():
     )
     only_file0 = {"early": early[:1], "peek": peek[:1]}
     assert select_in_sample(only_file0) == "peek"
+
+
+# -- the new detectors on synthetic shapes -----------------------------------------------------
+
+N, AT = 4000, 3000  # two weeks of 5-minute points, the change after ~10 days
+
+
+def shape(kind: str, seed: int = 11) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(N)
+    v = 50 + rng.normal(0, 2, N)
+    if kind == "level shift":
+        v[AT:] += 8
+    elif kind == "spike":
+        v[AT] += 40
+    elif kind == "variance change":
+        v[AT:] = 50 + rng.normal(0, 8, N - AT)
+    elif kind == "slow drift":
+        v[AT:] += np.linspace(0, 30, N - AT)
+    elif kind == "broken season":
+        v = 50 + 20 * np.sin(2 * np.pi * t / 288) + rng.normal(0, 1, N)
+        v[AT : AT + 144] = 50 + rng.normal(0, 1, 144)  # half a day with no daily swing
+    elif kind != "steady":
+        raise ValueError(kind)
+    return v
+
+
+def alarms(name: str, kind: str) -> np.ndarray:
+    return np.flatnonzero(REGISTRY.create(name).score(series(shape(kind))).scores >= 0.5)
+
+
+def test_relentropy_sees_changes_of_distribution_not_single_points():
+    for kind in ("level shift", "variance change", "slow drift", "broken season"):
+        found = alarms("relentropy", kind)
+        assert len(found) and AT <= found[0] < AT + 150, (kind, found)
+        assert (found >= AT).all(), (kind, found)  # nothing before the change
+    # one point does not change a 4-hour distribution: that is the default's job
+    assert not len(alarms("relentropy", "spike"))
+    assert not len(alarms("relentropy", "steady"))
+
+
+def test_ensemble_sees_every_shape_early_and_adds_no_false_alarm_to_the_default():
+    for kind in ("level shift", "spike", "variance change", "slow drift", "broken season"):
+        found = alarms("ensemble", kind)
+        assert (found >= AT).any() and AT <= found[found >= AT][0] < AT + 150, (kind, found)
+        # before the change: only what the default member itself says (it reads the tails of
+        # Gaussian noise as novel now and then); the relative-entropy member adds nothing
+        assert set(found[found < AT]) <= set(alarms("default", kind)), (kind, found)
+        # an incident: one alarm, or as many as the default gives a change that persists
+        after = alarms("default", kind)
+        assert len(found[found >= AT]) <= max(len(after[after >= AT]), 1) + 1, (kind, found)
+    assert set(alarms("ensemble", "steady")) <= set(alarms("default", "steady"))
+
+
+def test_ensemble_is_the_largest_member_score_with_one_refractory():
+    from tasks.detection.timeseries.default import DefaultDetector
+    from tasks.detection.timeseries.ensemble import EnsembleDetector, alarm_budget
+    from tasks.detection.timeseries.relentropy import RelativeEntropyDetector
+
+    s = series(shape("level shift"))
+    members = [DefaultDetector(refractory=0), RelativeEntropyDetector(refractory=0)]
+    both = EnsembleDetector(members, refractory=0).score(s).scores.to_numpy()
+    each = [m.score(s).scores.to_numpy() for m in members]
+    np.testing.assert_allclose(both, np.maximum(*each))
+    # the budget: each alarm in the span raises the bar for the next one
+    raw = np.array([0.0, 0.75, 0.0, 0.75, 0.75, 0.0])
+    kept = alarm_budget(raw, span=10, cost=1.0)
+    assert kept[1] == 0.75 and kept[3] < 0.75 and (kept < 0.75)[4]
+    np.testing.assert_array_equal(alarm_budget(raw, span=10, cost=0.0), raw)

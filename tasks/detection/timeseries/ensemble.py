@@ -64,7 +64,7 @@ class EnsembleDetector(SeriesDetector):
     ----------
     detectors:
         Member detectors (each a ``SeriesDetector`` calibrated to alarm at 0.5). ``None``:
-        the default detector and a strict relative-entropy detector (``alpha=1e-20``).
+        the default detector and a strict relative-entropy detector (``alpha=1e-12``).
     budget_span:
         Trailing span in which a series' own alarms raise the bar.
     budget_cost:
@@ -94,12 +94,11 @@ class EnsembleDetector(SeriesDetector):
         from tasks.detection.timeseries.default import DefaultDetector
         from tasks.detection.timeseries.relentropy import RelativeEntropyDetector
 
-        return [DefaultDetector(), RelativeEntropyDetector(alpha=1e-20)]
+        return [DefaultDetector(), RelativeEntropyDetector(alpha=1e-12)]
 
     def _history_span(self, interval: pd.Timedelta) -> int:
-        return max(m._history_span(interval) for m in self._members()) + to_points(
-            self.budget_span, interval, minimum=0
-        )
+        budget = to_points(self.budget_span, interval, minimum=0) if self.budget_cost > 0 else 0
+        return max(m._history_span(interval) for m in self._members()) + budget
 
     def _score_values(self, values: np.ndarray, index: pd.Index, start: int) -> Scored:
         interval = sampling_interval(index)

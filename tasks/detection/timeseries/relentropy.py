@@ -9,12 +9,14 @@ idea and makes it causal and scale-free:
 1. Each value becomes its rank ``u`` among the trailing ``history`` points (a probability
    integral transform against the series' own past: no range to guess, robust to outliers).
 2. The ``u`` of the last ``recent`` points are binned into ``bins`` equal bins, and so are the
-   ``u`` of the ``reference`` points before them (the past distribution, with ties and
-   quantisation as the series really has them).
+   ``u`` of the window before and of the same hours of the previous days (past distributions,
+   with ties, quantisation and the daily cycle as the series really has them).
 3. ``G = 2 Σ O log(O / E)`` (``O`` recent counts, ``E`` the reference's shares times the
    recent count, add-half smoothed) is ``2·n·KL(recent‖past)``; under "nothing changed" it is
-   about chi-square with ``bins - 1`` degrees of freedom. The score is ``G / crit`` calibrated
-   so that 0.5 is ``G`` at the chi-square critical value of ``alpha``.
+   about chi-square with ``bins - 1`` degrees of freedom. The smallest ``G`` over the past
+   windows is tested: the recent window is anomalous when it is like none of them. The score
+   is ``G / crit`` calibrated so that 0.5 is ``G`` at the chi-square critical value of
+   ``alpha``.
 
 It sees what a single-point test cannot: a level shift within the usual range, a change of
 variance, a distribution that drifts, a quantised gauge that changes state frequencies.
@@ -34,6 +36,7 @@ from tasks.detection.timeseries._common import (
     calibrate,
     refractory,
     robust_z,
+    robust_z_steps,
     sampling_interval,
     to_points,
 )
@@ -69,8 +72,12 @@ class RelativeEntropyDetector(SeriesDetector):
         Trailing span each value is ranked in (the probability integral transform).
     recent:
         Span of the recent window whose histogram is tested.
-    reference:
-        Span before the recent window whose histogram is "the past".
+    season, seasons:
+        "The past" is the window just before the recent one and the windows at the same time
+        of the ``seasons`` previous seasons (days): the recent window is normal when it is
+        like any of them (Wang et al. keep several past models for the same reason). A daily
+        cycle is compared with the same hours of other days; a change that persists is
+        normal again once the window before the recent one has seen it (one alarm per change).
     bins:
         Number of equal bins of the rank.
     alpha:
@@ -89,16 +96,18 @@ class RelativeEntropyDetector(SeriesDetector):
         self,
         history: Span = "7D",
         recent: Span = "4h",
-        reference: Span = "3D",
+        season: Span = "1D",
+        seasons: int = 3,
         bins: int = 8,
-        alpha: float = 1e-8,
+        alpha: float = 1e-4,
         refractory: Span = "1D",
         min_points: int = 300,
         max_points: int = 4096,
     ) -> None:
         self.history = history
         self.recent = recent
-        self.reference = reference
+        self.season = season
+        self.seasons = seasons
         self.bins = bins
         self.alpha = alpha
         self.refractory = refractory
@@ -109,12 +118,10 @@ class RelativeEntropyDetector(SeriesDetector):
         return min(to_points(span, interval, minimum), max(int(self.max_points), minimum))
 
     def _history_span(self, interval: pd.Timedelta) -> int:
+        reach = self._points(self.season, interval, 2) * max(int(self.seasons), 1)
+        reach += 2 * self._points(self.recent, interval)
         return (
-            max(
-                self._points(self.history, interval),
-                self._points(self.recent, interval) + self._points(self.reference, interval),
-                int(self.min_points),
-            )
+            max(reach, int(self.min_points))
             + self._points(self.history, interval)
             + self._points(self.refractory, interval, minimum=0)
         )
@@ -123,7 +130,8 @@ class RelativeEntropyDetector(SeriesDetector):
         interval = sampling_interval(index)
         h = self._points(self.history, interval, minimum=2)
         w = self._points(self.recent, interval, minimum=2)
-        r = self._points(self.reference, interval, minimum=2)
+        period = self._points(self.season, interval, minimum=2)
+        k = max(int(self.seasons), 1)
         bins = max(int(self.bins), 2)
         minp = max(int(self.min_points), 2)
         x = pd.Series(values)
@@ -134,12 +142,18 @@ class RelativeEntropyDetector(SeriesDetector):
         onehot = np.zeros((len(values), bins))
         onehot[np.flatnonzero(valid), which[valid]] = 1.0
         recent = rolling_counts(onehot, w)
-        past = rolling_counts(onehot, r, lag=w)
-        g = g_statistic(recent, past)
+        lags = [w] + [j * period for j in range(1, k + 1)]
+        g = np.min(
+            [g_statistic(recent, rolling_counts(onehot, w, lag=lag)) for lag in lags], axis=0
+        )
         crit = float(chi2.isf(float(self.alpha), bins - 1))
         seen = np.cumsum(valid)
-        ready = (seen >= w + min(r, minp)) & (recent.sum(axis=1) >= w // 2) & valid
+        ready = (seen >= max(k * period + 2 * w, minp)) & (recent.sum(axis=1) >= w // 2) & valid
         excess = np.where(ready, g / crit, 0.0)
+        # A value out of a constant window is a change of state (a gauge that flips): it
+        # alarms at once instead of waiting for the histogram to fill.
+        z, step = robust_z_steps(values, w, min(w, minp))
+        excess = np.where(step & (seen >= minp), np.inf, excess)
         scores = refractory(calibrate(excess, 1.0), self._points(self.refractory, interval, 0))
-        z = robust_z(values, self._points("1D", interval, minimum=2), minp)
+        z = np.where(step, z, robust_z(values, self._points("1D", interval, minimum=2), minp))
         return Scored(scores, z, {"g": g})
