@@ -82,16 +82,21 @@ SOURCE = Path(__file__).resolve().parents[1] / "tasks" / "detection" / "timeseri
 def candidates() -> dict[str, BaseDetector]:
     """What the out-of-sample selection chooses from, simplest (the shipped default) first.
 
-    A small grid over the default detector's calibration (margin) and range (quantile), and
-    the ensemble of the default with the relative-entropy detector.
+    A small grid over the default detector's calibration (margin), range (quantile) and
+    short-history widening (small_sample), and the ensemble of the default with the
+    relative-entropy detector.
     """
     out: dict[str, BaseDetector] = {"default": DefaultDetector()}
-    for margin in (0.2, 0.35, 0.5):
-        for quantile in (0.995, 0.999):
-            if (margin, quantile) != (0.2, 0.999):
-                out[f"default(margin={margin},quantile={quantile})"] = DefaultDetector(
-                    margin=margin, quantile=quantile
-                )
+    for small_sample in (0.0, 0.5, 1.0):
+        for margin in (0.2, 0.35, 0.5):
+            for quantile in (0.995, 0.999):
+                if (margin, quantile, small_sample) != (0.2, 0.999, 0.0):
+                    name = (
+                        f"default(margin={margin},quantile={quantile},small_sample={small_sample})"
+                    )
+                    out[name] = DefaultDetector(
+                        margin=margin, quantile=quantile, small_sample=small_sample
+                    )
     for alpha in (1e-12, 1e-20):
         out[f"ensemble(default,relentropy(alpha={alpha}))"] = EnsembleDetector(
             [DefaultDetector(), RelativeEntropyDetector(alpha=alpha)], budget_cost=0.0

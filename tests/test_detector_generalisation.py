@@ -211,3 +211,20 @@ def test_ensemble_is_the_largest_member_score_with_one_refractory():
     kept = alarm_budget(raw, span=10, cost=1.0)
     assert kept[1] == 0.75 and kept[3] < 0.75 and (kept < 0.75)[4]
     np.testing.assert_array_equal(alarm_budget(raw, span=10, cost=0.0), raw)
+
+
+def test_default_widens_its_margin_while_the_history_is_short():
+    from tasks.detection.timeseries.default import DefaultDetector
+
+    s = series(shape("spike"))
+    fixed = np.flatnonzero(DefaultDetector().score(s).scores >= 0.5)
+    widened = np.flatnonzero(DefaultDetector(small_sample=1.0).score(s).scores >= 0.5)
+    assert AT in fixed and AT in widened  # a real spike still alarms
+    assert set(widened) <= set(fixed)
+    early = fixed[fixed < 1000]  # a tail of the noise, novel only against a short history
+    assert len(early) and not (widened < 1000).any()
+    # with a full history the margin is the fixed one
+    long = series(np.r_[shape("steady"), shape("spike")])
+    a = DefaultDetector().score(long).scores.to_numpy()[N + 200 :]
+    b = DefaultDetector(small_sample=1.0).score(long).scores.to_numpy()[N + 200 :]
+    np.testing.assert_allclose(a, b)

@@ -118,6 +118,11 @@ class DefaultDetector(SeriesDetector):
         and memory) no more than ~4 weeks of 5-minute ones.
     severity_window:
         Trailing span of the robust z-score used to grade an alarm's severity.
+    small_sample:
+        Widen the margin while the history is short: with ``n`` of the history's ``N``
+        points seen, the margin is ``margin · (1 + small_sample · (sqrt(N / n) - 1))``
+        (an extreme quantile of a few hundred points is little more than their maximum).
+        0 keeps the margin fixed.
     """
 
     name = "default"
@@ -135,6 +140,7 @@ class DefaultDetector(SeriesDetector):
         min_points: int = 200,
         max_points: int = 8192,
         severity_window: Span = "1D",
+        small_sample: float = 0.0,
     ) -> None:
         self.history = history
         self.quantile = quantile
@@ -147,6 +153,7 @@ class DefaultDetector(SeriesDetector):
         self.min_points = min_points
         self.max_points = max_points
         self.severity_window = severity_window
+        self.small_sample = small_sample
 
     def _points(self, span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
         return min(to_points(span, interval, minimum), max(int(self.max_points), minimum))
@@ -186,9 +193,21 @@ class DefaultDetector(SeriesDetector):
         best = stacked.max(axis=0)
         which = np.asarray(names, dtype=object)[stacked.argmax(axis=0)]
         period_points = to_points(self.refractory, interval, minimum=0)
-        out = refractory(calibrate(best, self.margin), period_points)
+        alarm_at = self._margins(values[:, None], window)
+        if isinstance(alarm_at, np.ndarray):
+            alarm_at = alarm_at[:, 0]
+        out = refractory(calibrate(best, alarm_at), period_points)
         z = robust_z(values, to_points(self.severity_window, interval, minimum=2), minp)
         return Scored(out, z, {"novelty": best, "feature": which})
+
+    def _margins(self, values: np.ndarray, window: int) -> np.ndarray | float:
+        """The alarm margin per point (``(T, n)``), or the fixed one (see ``small_sample``)."""
+        if not self.small_sample:
+            return float(self.margin)
+        full = min(window, max(int(self.max_points), 2))
+        seen = np.maximum(lagged_counts(values, full), 1)
+        widen = np.maximum(np.sqrt(full / seen) - 1.0, 0.0)
+        return self.margin * (1.0 + float(self.small_sample) * widen)
 
     # -- many series at once (the detection cycle) -------------------------------------------
 
@@ -285,7 +304,7 @@ class DefaultDetector(SeriesDetector):
         best = stacked.max(axis=0)
         which = np.asarray(names, dtype=object)[stacked.argmax(axis=0)]
         period = to_points(self.refractory, interval, minimum=0)
-        calibrated = calibrate(best, self.margin)
+        calibrated = calibrate(best, self._margins(values, window))
         z_window = to_points(self.severity_window, interval, minimum=2)
         out = []
         for j, window_j in enumerate(windows):
