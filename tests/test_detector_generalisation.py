@@ -228,3 +228,25 @@ def test_default_widens_its_margin_while_the_history_is_short():
     a = DefaultDetector().score(long).scores.to_numpy()[N + 200 :]
     b = DefaultDetector(small_sample=1.0).score(long).scores.to_numpy()[N + 200 :]
     np.testing.assert_allclose(a, b)
+
+
+def test_bocpd_finds_level_shifts_and_spikes_and_is_quiet_on_noise():
+    for kind in ("level shift", "spike", "broken season"):
+        found = alarms("bocpd", kind)
+        assert len(found) and AT <= found[0] < AT + 150, (kind, found)
+    # a change of variance or a slow drift is absorbed by the trailing z-score's scale before
+    # the run-length posterior is sure: no alarm, and above all no false one
+    for kind in ("steady", "variance change", "slow drift"):
+        assert not (alarms("bocpd", kind) < AT).any()
+    assert not len(alarms("bocpd", "steady"))
+
+
+def test_bocpd_run_length_posterior_moves_to_the_change():
+    from tasks.detection.timeseries.bocpd import run_length_change_probability
+
+    rng = np.random.default_rng(2)
+    z = np.r_[rng.normal(0, 1, 300), rng.normal(6, 1, 100)]
+    p = run_length_change_probability(z, hazard=1e-3, recent=5, max_run=200)
+    assert p[100:299].max() < 0.2  # one regime: long runs
+    assert p[302:306].max() > 0.9  # a few points after the shift: a new run
+    assert p[399] < 0.2  # and the new regime is a long run again

@@ -45,6 +45,7 @@ class DetectorRegistry:
 
 def builtin_detectors() -> list[type[BaseDetector]]:
     from tasks.detection.timeseries.adaptive import AdaptiveThresholdDetector
+    from tasks.detection.timeseries.bocpd import BayesianChangePointDetector
     from tasks.detection.timeseries.default import DefaultDetector
     from tasks.detection.timeseries.ensemble import EnsembleDetector
     from tasks.detection.timeseries.esd import GeneralizedESDDetector
@@ -59,6 +60,7 @@ def builtin_detectors() -> list[type[BaseDetector]]:
         AdaptiveThresholdDetector,
         GeneralizedESDDetector,
         RelativeEntropyDetector,
+        BayesianChangePointDetector,
         EnsembleDetector,
     ]
 
