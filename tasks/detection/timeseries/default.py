@@ -197,7 +197,10 @@ class DefaultDetector(SeriesDetector):
         if isinstance(alarm_at, np.ndarray):
             alarm_at = alarm_at[:, 0]
         out = refractory(calibrate(best, alarm_at), period_points)
-        z = robust_z(values, to_points(self.severity_window, interval, minimum=2), minp)
+        if (out[start:] >= ALARM).any():
+            z = robust_z(values, to_points(self.severity_window, interval, minimum=2), minp)
+        else:  # only alarms read their z (the window's points; the history's are dropped)
+            z = np.zeros(len(values))
         return Scored(out, z, {"novelty": best, "feature": which})
 
     def _margins(self, values: np.ndarray, window: int) -> np.ndarray | float:
