@@ -250,3 +250,25 @@ def test_bocpd_run_length_posterior_moves_to_the_change():
     assert p[100:299].max() < 0.2  # one regime: long runs
     assert p[302:306].max() > 0.9  # a few points after the shift: a new run
     assert p[399] < 0.2  # and the new regime is a long run again
+
+
+def test_forecast_residual_flags_what_its_forecast_misses():
+    for kind in ("level shift", "spike", "variance change", "broken season"):
+        found = alarms("forecast", kind)
+        assert len(found) and AT <= found[0] < AT + 50, (kind, found)
+        assert (found >= AT).all(), (kind, found)
+    assert not len(alarms("forecast", "steady"))
+    # a slow drift is what exponential smoothing follows by design: no alarm
+    assert not len(alarms("forecast", "slow drift"))
+
+
+def test_forecast_residual_learns_the_daily_season():
+    """A daily cycle of amplitude 20 with noise 1: the seasonal model forecasts the swing; a
+    level-only model chases it and makes larger errors."""
+    from tasks.detection.timeseries.forecast import ForecastResidualDetector
+
+    s = series(shape("broken season"))
+    seasonal = ForecastResidualDetector().fit(s.iloc[:AT])
+    assert seasonal.model_.gamma >= 0 and len(seasonal.model_.season) == 288
+    plain = ForecastResidualDetector(season=None).fit(s.iloc[:AT])
+    assert len(plain.model_.season) == 0 and plain.model_.scale > 1.2 * seasonal.model_.scale

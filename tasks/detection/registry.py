@@ -49,6 +49,7 @@ def builtin_detectors() -> list[type[BaseDetector]]:
     from tasks.detection.timeseries.default import DefaultDetector
     from tasks.detection.timeseries.ensemble import EnsembleDetector
     from tasks.detection.timeseries.esd import GeneralizedESDDetector
+    from tasks.detection.timeseries.forecast import ForecastResidualDetector
     from tasks.detection.timeseries.iforest import IsolationForestDetector
     from tasks.detection.timeseries.relentropy import RelativeEntropyDetector
     from tasks.detection.timeseries.zscore import RobustZScoreDetector
@@ -61,6 +62,7 @@ def builtin_detectors() -> list[type[BaseDetector]]:
         GeneralizedESDDetector,
         RelativeEntropyDetector,
         BayesianChangePointDetector,
+        ForecastResidualDetector,
         EnsembleDetector,
     ]
 
