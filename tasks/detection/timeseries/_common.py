@@ -119,7 +119,7 @@ def robust_z_steps(
         return np.where(step, np.sign(values - med) * STEP_Z, z), step
 
 
-def calibrate(excess: np.ndarray, alarm_at: float) -> np.ndarray:
+def calibrate(excess: np.ndarray, alarm_at: float | np.ndarray) -> np.ndarray:
     """Map a non-negative "how anomalous" measure to [0, 1) with 0.5 exactly at ``alarm_at``.
 
     ``x / (x + alarm_at)`` is monotone, so NAB's threshold sweep sees the same ordering as the
