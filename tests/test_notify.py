@@ -14,7 +14,6 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from flows.demo.platform.launcher import free_port
 from tasks.notify import (
     EVENTS,
     DeliveryResult,
@@ -25,6 +24,7 @@ from tasks.notify import (
     redact_webhook_url,
     resolve_webhook_url,
 )
+from flows.demo.platform.launcher import free_port
 from tests.webhook_receiver import Reply, receiver
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from storage.recoveries import actions_frame, recoveries_frame
 from flows.demo.platform.launcher import (
     ServiceHandle,
     free_port,
@@ -22,7 +23,6 @@ from flows.demo.platform.launcher import (
     start_platform,
     wait_healthy,
 )
-from storage.recoveries import actions_frame, recoveries_frame
 from tasks.recovery.backoff import BackoffPolicy, decide_restart
 from tasks.recovery.base import (
     ComponentSpec,
