@@ -5,6 +5,12 @@ read the ratios rather than the absolute figures. A module declares which of its
 is the baseline of which in ``BASELINES`` (figure → baseline figure); the runner prints
 those pairs with their ratio after the full list. ``--quick`` (``make bench QUICK=1``)
 runs CI-sized versions of the same code paths.
+
+``bench/results/runs.json`` records, per benchmark, the commit it ran from and when. The
+README's generated section is rewritten only by a full run of every benchmark from one clean
+commit, and says which commit and when, so its table is never stitched from different runs
+of different code. A module may declare ``SAMPLE`` (figure → what data its parameters were
+chosen on: "in sample: …" / "out of sample: …"), shown beside the headline figures.
 """
 
 from __future__ import annotations
@@ -14,8 +20,16 @@ import json
 import sys
 import time
 import traceback
+from datetime import UTC, datetime
 
-from bench.common import RESULTS, update_readme, write_results
+from bench.common import (
+    RESULTS,
+    one_clean_commit,
+    previous_runs,
+    source_commit,
+    update_readme,
+    write_results,
+)
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
 BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune", "retention", "storm", "load", "demo"]
@@ -40,20 +54,37 @@ def baseline_rows(figures: dict[str, float], baselines: dict[str, str]) -> list[
     ]
 
 
+def provenance_line(runs: dict[str, dict[str, object]], names: list[str]) -> str:
+    """Where the figures come from: file, commit(s) and the time of the last benchmark."""
+    commits = sorted({str(runs[n].get("commit")) for n in names if n in runs})
+    last = max((str(runs[n].get("finished")) for n in names if n in runs), default="?")
+    return (
+        f"Source: `bench/results/latest.json`, commit {', '.join(commits) or '?'}, finished {last}."
+    )
+
+
 def markdown_table(
-    figures: dict[str, float], seconds: dict[str, float], baselines: dict[str, str]
+    figures: dict[str, float],
+    seconds: dict[str, float],
+    baselines: dict[str, str],
+    samples: dict[str, str] | None = None,
+    source: str = "",
 ) -> str:
-    lines = [
+    samples = samples or {}
+    lines = [source, ""] if source else []
+    lines += [
         "Against their baselines (measured in the same run):",
         "",
-        "| figure | value | baseline | baseline value | ratio |",
-        "|---|---:|---|---:|---:|",
+        "| figure | value | baseline | baseline value | ratio | data |",
+        "|---|---:|---|---:|---:|---|",
     ]
     for key, value, base, base_value, r in baseline_rows(figures, baselines):
-        lines.append(f"| `{key}` | {value} | `{base}` | {base_value} | {r} |")
-    lines += ["", "Every figure:", "", "| figure | value |", "|---|---:|"]
+        lines.append(
+            f"| `{key}` | {value} | `{base}` | {base_value} | {r} | {samples.get(key, '')} |"
+        )
+    lines += ["", "Every figure:", "", "| figure | value | data |", "|---|---:|---|"]
     for key in sorted(figures):
-        lines.append(f"| `{key}` | {shown(figures[key])} |")
+        lines.append(f"| `{key}` | {shown(figures[key])} | {samples.get(key, '')} |")
     lines.append("")
     lines.append("Benchmark wall times: " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()))
     return "\n".join(lines) + "\n"
@@ -80,6 +111,8 @@ def main(argv: list[str]) -> int:
     figures: dict[str, float] = {}
     failed: list[str] = []
     ran: list[str] = []
+    commit = source_commit()
+    runs = previous_runs() if only else {}
     for name in BENCHMARKS:
         if only and name not in only:
             continue
@@ -93,6 +126,11 @@ def main(argv: list[str]) -> int:
             failed.append(name)
             continue
         ran.append(name)
+        runs[name] = {
+            "commit": commit,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "quick": quick,
+        }
         figures[f"bench.seconds.{name}"] = round(time.perf_counter() - t0, 1)
         for key, value in result.items():
             print(f"   {key:<40} {value}")
@@ -107,8 +145,11 @@ def main(argv: list[str]) -> int:
         figures = {**kept, **figures}
     figures["bench.quick"] = int(quick)
     baselines: dict[str, str] = {}
+    samples: dict[str, str] = {}
     for name in BENCHMARKS:
-        baselines.update(getattr(importlib.import_module(f"bench.{name}"), "BASELINES", {}))
+        module = importlib.import_module(f"bench.{name}")
+        baselines.update(getattr(module, "BASELINES", {}))
+        samples.update(getattr(module, "SAMPLE", {}))
     seconds = {
         n: figures[f"bench.seconds.{n}"] for n in BENCHMARKS if f"bench.seconds.{n}" in figures
     }
@@ -116,13 +157,22 @@ def main(argv: list[str]) -> int:
     for key, value, base, base_value, r in baseline_rows(figures, baselines):
         print(f"   {key:<40} {value:>12} / {base:<40} {base_value:>12} = {r}")
     shown_figures = {k: v for k, v in figures.items() if not k.startswith("bench.seconds.")}
-    table = markdown_table(shown_figures, seconds, baselines)
-    path = write_results(figures, table)
+    runs = {n: r for n, r in runs.items() if n in BENCHMARKS}
+    source = provenance_line(runs, BENCHMARKS)
+    table = markdown_table(shown_figures, seconds, baselines, samples, source)
+    path = write_results(figures, table, runs)
     print(f"\nwrote {path} and {path.with_suffix('.md')}")
-    # The README shows full runs of every benchmark only: quick figures are CI-sized.
-    complete = len(seconds) == len(BENCHMARKS)
-    if complete and not failed and not quick and update_readme(table):
-        print("updated the README's performance section")
+    # The README shows a full run of every benchmark from one clean commit, never a table
+    # stitched from several runs (quick figures are CI-sized).
+    complete = len(seconds) == len(BENCHMARKS) and not only
+    same = one_clean_commit(runs, BENCHMARKS)
+    if complete and not failed and not quick and same and update_readme(table):
+        print(f"updated the README's performance section (commit {same})")
+    elif not quick and not failed:
+        print(
+            "README left alone: it shows only a full `make bench` of every benchmark from "
+            f"one clean commit (this run: {commit}{', named benchmarks only' if only else ''})"
+        )
     print(json.dumps({k: round(v, 1) for k, v in seconds.items()}))
     if failed:
         print(f"FAILED: {', '.join(failed)}", file=sys.stderr)

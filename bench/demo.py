@@ -102,7 +102,25 @@ def run_demo(home: Path, args: list[str]) -> tuple[dict[str, Any], float]:
     results = list(home.glob("demo/*/demo-result.json"))
     if not results:
         raise RuntimeError("the demo wrote no result:\n" + out.stdout[-2000:] + out.stderr[-2000:])
+    write_transcript(args, out.stdout)
     return json.loads(results[0].read_text()), seconds
+
+
+def write_transcript(args: list[str], stdout: str) -> Path:
+    """What the demo printed, with the commit and time it ran at: the README points here
+    instead of quoting a run by hand."""
+    from datetime import UTC, datetime
+
+    from bench.common import RESULTS, source_commit
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "demo-transcript.txt"
+    head = (
+        f"# selfheal demo {' '.join(args)}: commit {source_commit()}, "
+        f"finished {datetime.now(UTC).isoformat(timespec='seconds')}\n"
+    )
+    path.write_text(head + stdout)
+    return path
 
 
 def figures(result: dict[str, Any], seconds: float, bare_s: float) -> dict[str, float]:

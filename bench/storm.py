@@ -62,7 +62,9 @@ anomalies; everything else the same):
     quarantined for the component (its own recovery failed, or the planner would skip it
     because of that quarantine); or it waits for an approval (none in automated mode); or
     none of these (``lost``, also counting recoveries left in flight and ``recover`` runs
-    that raised). Target: ``lost`` = 0.
+    that raised). Target: ``lost`` = 0. ``healed`` and ``quarantined`` are fixed by the
+    benchmark's own strategy (it fails every component whose number ends in 7: 90 and 10
+    of 100), so they check the bookkeeping and are not results: ``lost`` is.
 ``storm.seconds``
     Wall time from the first planning cycle until nothing is left to start or running.
 ``storm.plan_max_s``
@@ -403,7 +405,11 @@ def expected_quarantined(shape: StormShape) -> set[str]:
 BASELINES = {
     "storm.open_issues": "storm.groups",
     "storm.peak_concurrent": "storm.max_concurrent",
-    "storm.healed": "storm.groups",
+}
+# What data each headline figure's parameters were chosen on (shown in the README table).
+SAMPLE = {
+    "storm.open_issues": "synthetic storm; grouping defaults not tuned on it",
+    "storm.peak_concurrent": "synthetic storm",
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tasks.backtest.replay import (
     two_fold_split,
 )
 from tasks.detection.registry import default_registry
+from tasks.plugins import PluginLike
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def backtest_nab(
     labels: Path | None,
     detector: str = "default",
     params: dict[str, Any] | None = None,
-    custom: list[str] | None = None,
+    custom: Sequence[str | PluginLike] | None = None,
     threshold: float | None = None,
     out: Path | None = None,
     n_jobs: int = 1,
@@ -86,7 +88,7 @@ def backtest_series(
     values: pd.Series,
     detector: str = "default",
     params: dict[str, Any] | None = None,
-    custom: list[str] | None = None,
+    custom: Sequence[str | PluginLike] | None = None,
     fit_fraction: float = 0.15,
 ) -> pd.DataFrame:
     """Replay one series in streaming order: fit on the first part, score the rest."""

@@ -21,9 +21,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
+
+from tasks.recovery.backoff import BackoffPolicy
+from tasks.recovery.base import RecoverySettings
+from tasks.recovery.breaker import BreakerConfig
 
 Mode = Literal["manual", "supervised", "automated", "learning"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -219,6 +224,27 @@ class IngestSettings(StrictModel):
     max_bytes_per_run: int = Field(64 * 1024 * 1024, ge=1024)
 
 
+class PluginSpec(StrictModel):
+    """A user class: ``"pkg.module.Class"``, or ``{"path": ..., "params": {...}, "replace":
+    true}``; ``params`` go to its constructor, ``replace`` lets it take a built-in's name."""
+
+    path: str
+    params: dict[str, Any] = {}
+    replace: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("path")
+    @classmethod
+    def _dotted(cls, path: str) -> str:
+        if not _DOTTED_PATH.match(path):
+            raise ValueError(f"{path!r} is not a dotted path such as 'package.module.ClassName'")
+        return path
+
+
 class DetectorSpec(StrictModel):
     """A detector by registered name, with constructor parameters."""
 
@@ -298,26 +324,32 @@ class DetectionConfig(StrictModel):
     dask_address: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$")
 
 
+# The domain's dataclasses hold the defaults; the configuration adds bounds and messages.
+_BACKOFF = BackoffPolicy()
+_BREAKER = BreakerConfig()
+_RECOVERY = RecoverySettings()
+
+
 class BackoffConfig(StrictModel):
     """Restart backoff (Kubernetes' crash-loop defaults)."""
 
-    base: float = Field(10.0, gt=0, le=3600)
-    factor: float = Field(2.0, ge=1, le=10)
-    cap: float = Field(300.0, gt=0, le=86400)
-    reset_after: float = Field(600.0, gt=0, le=86400)
-    max_restarts: int = Field(5, ge=1, le=1000)
-    window: float = Field(3600.0, gt=0, le=7 * 86400)
+    base: float = Field(_BACKOFF.base, gt=0, le=3600)
+    factor: float = Field(_BACKOFF.factor, ge=1, le=10)
+    cap: float = Field(_BACKOFF.cap, gt=0, le=86400)
+    reset_after: float = Field(_BACKOFF.reset_after, gt=0, le=86400)
+    max_restarts: int = Field(_BACKOFF.max_restarts, ge=1, le=1000)
+    window: float = Field(_BACKOFF.window, gt=0, le=7 * 86400)
 
 
 class BreakerSettings(StrictModel):
     """Circuit-breaker thresholds (resilience4j's names and defaults)."""
 
-    failure_rate_threshold: float = Field(50.0, gt=0, le=100)
-    window_type: Literal["count", "time"] = "count"
-    window_size: int = Field(20, ge=1, le=100_000)
-    minimum_calls: int = Field(10, ge=1, le=100_000)
-    wait_in_open: float = Field(60.0, ge=0, le=86400)
-    permitted_in_half_open: int = Field(3, ge=1, le=1000)
+    failure_rate_threshold: float = Field(_BREAKER.failure_rate_threshold, gt=0, le=100)
+    window_type: Literal["count", "time"] = _BREAKER.window_type
+    window_size: int = Field(_BREAKER.window_size, ge=1, le=100_000)
+    minimum_calls: int = Field(_BREAKER.minimum_calls, ge=1, le=100_000)
+    wait_in_open: float = Field(_BREAKER.wait_in_open, ge=0, le=86400)
+    permitted_in_half_open: int = Field(_BREAKER.permitted_in_half_open, ge=1, le=1000)
 
 
 class RecoveryConfig(StrictModel):
@@ -325,13 +357,13 @@ class RecoveryConfig(StrictModel):
 
     backoff: BackoffConfig = BackoffConfig()
     breaker: BreakerSettings = BreakerSettings()
-    validation_timeout: float = Field(30.0, gt=0, le=3600)
-    validation_poll: float = Field(1.0, gt=0, le=60)
-    settle_time: float = Field(5.0, ge=0, le=3600)
-    measure_time: float = Field(5.0, ge=0, le=3600)
-    max_inline_backoff: float = Field(300.0, ge=0, le=3600)
-    genetic_trials: int = Field(4, ge=1, le=100)
-    min_learning_attempts: int = Field(3, ge=1, le=1000)
+    validation_timeout: float = Field(_RECOVERY.validation_timeout, gt=0, le=3600)
+    validation_poll: float = Field(_RECOVERY.validation_poll, gt=0, le=60)
+    settle_time: float = Field(_RECOVERY.settle_time, ge=0, le=3600)
+    measure_time: float = Field(_RECOVERY.measure_time, ge=0, le=3600)
+    max_inline_backoff: float = Field(_RECOVERY.max_inline_backoff, ge=0, le=3600)
+    genetic_trials: int = Field(_RECOVERY.genetic_trials, ge=1, le=100)
+    min_learning_attempts: int = Field(_RECOVERY.min_learning_attempts, ge=1, le=1000)
     # After a successful recovery, the same issue is not acted on again for this long
     # unless new anomalies arrive after it.
     cooldown: float = Field(120.0, ge=0, le=86400)
@@ -355,8 +387,9 @@ class SelfHealConfig(StrictModel):
     log_level: LogLevel = "INFO"
     metrics_history_days: float = Field(7, gt=0, le=3650)
     component_restart_commands: dict[str, Command] = {}
-    custom_detectors: list[str] = []
-    custom_strategies: list[str] = []
+    # Dotted paths, or {"path": ..., "params": {...}, "replace": false} entries.
+    custom_detectors: list[PluginSpec] = []
+    custom_strategies: list[PluginSpec] = []
 
     # Additions.
     database_url: str | None = None
@@ -375,45 +408,20 @@ class SelfHealConfig(StrictModel):
 
     @field_validator("custom_detectors", "custom_strategies")
     @classmethod
-    def _dotted_paths(cls, paths: list[str]) -> list[str]:
-        for p in paths:
-            if not _DOTTED_PATH.match(p):
-                raise ValueError(f"{p!r} is not a dotted path such as 'package.module.ClassName'")
-        return paths
+    def _plugins_load(cls, plugins: list[PluginSpec], info: ValidationInfo) -> list[PluginSpec]:
+        # Importing and building user code here makes a broken path, bad parameters or a
+        # name clash a configuration error, reported by ``selfheal config check`` before any
+        # flow runs.
+        from tasks.detection.registry import default_registry
+        from tasks.plugins import PluginError
+        from tasks.recovery.registry import default_strategies
 
-    @field_validator("custom_strategies")
-    @classmethod
-    def _strategies_import(cls, paths: list[str]) -> list[str]:
-        from tasks.plugins import PluginError, load_class
-        from tasks.recovery.base import RecoveryStrategy
-
-        problems = []
-        for i, path in enumerate(paths):
-            try:
-                load_class(path, RecoveryStrategy, f"[{i}]")
-            except PluginError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return paths
-
-    @field_validator("custom_detectors")
-    @classmethod
-    def _detectors_import(cls, paths: list[str]) -> list[str]:
-        # Importing user code here makes a broken path a configuration error, reported by
-        # ``selfheal config check`` before any flow runs.
-        from tasks.detection.base import BaseDetector
-        from tasks.plugins import PluginError, load_class
-
-        problems = []
-        for i, path in enumerate(paths):
-            try:
-                load_class(path, BaseDetector, f"[{i}]")
-            except PluginError as exc:
-                problems.append(str(exc))
-        if problems:
-            raise ValueError("; ".join(problems))
-        return paths
+        build = default_strategies if info.field_name == "custom_strategies" else default_registry
+        try:
+            build(plugins)
+        except PluginError as exc:
+            raise ValueError(str(exc)) from None
+        return plugins
 
     @field_validator("components", "component_restart_commands")
     @classmethod

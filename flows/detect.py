@@ -31,6 +31,7 @@ from tasks.detection.logs_step import LogDetectionSettings, detect_logs
 from tasks.detection.metrics_step import MetricDetectionSettings, detect_metrics, read_component
 from tasks.detection.registry import default_registry
 from tasks.issues.grouping import GroupingPolicy, group, inhibitions, silences_from_actions
+from tasks.plugins import Plugin, as_plugin
 
 _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -39,7 +40,7 @@ _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "persist_result": False}
 class ShardPlan:
     components: tuple[str, ...]
     detectors: tuple[tuple[str, dict[str, Any]], ...]
-    custom: tuple[str, ...]
+    custom: tuple[Plugin, ...]
     metrics: MetricDetectionSettings
     logs: LogDetectionSettings
     now_ms: int
@@ -236,7 +237,7 @@ def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:
         ShardPlan(
             tuple(comps[i : i + d.shard_size]),
             detectors,
-            tuple(cfg.custom_detectors),
+            tuple(as_plugin(p) for p in cfg.custom_detectors),
             metrics,
             logs,
             now_ms,

@@ -109,22 +109,22 @@ def run_ingest(rt: Runtime) -> list[IngestReport]:
     future_ms = int(cfg.ingest.max_future_skew * 1000)
     scrapes: dict[str, PrefectFuture[IngestReport]] = {}
     others: list[tuple[str, PrefectFuture[IngestReport]]] = []
-    retry_opts = {
-        "retries": cfg.ingest.retries,
-        "retry_delay_seconds": exponential_backoff(cfg.ingest.retry_delay or 0.1),
-    }
+    retries = cfg.ingest.retries
+    retry_delays = exponential_backoff(cfg.ingest.retry_delay or 0.1)
     for name, comp in cfg.components.items():
         if comp.metrics_url:
-            scrapes[name] = scrape_task.with_options(**retry_opts).submit(
-                engine, name, comp.metrics_url, cfg.ingest.scrape_timeout, future_ms
-            )
+            scrapes[name] = scrape_task.with_options(
+                retries=retries, retry_delay_seconds=retry_delays
+            ).submit(engine, name, comp.metrics_url, cfg.ingest.scrape_timeout, future_ms)
         if comp.log_paths:
             fut = tail_logs_task.submit(engine, name, list(comp.log_paths), tail_settings(cfg))
             others.append((f"logs of {name}", fut))
     if cfg.prometheus is not None:
         prom = cfg.prometheus
         for q in prom.queries:
-            fut = prometheus_task.with_options(**retry_opts).submit(
+            fut = prometheus_task.with_options(
+                retries=retries, retry_delay_seconds=retry_delays
+            ).submit(
                 engine,
                 prom.url,
                 q.query,

@@ -33,20 +33,21 @@ from flows.runtime import Runtime, open_runtime
 from storage.approvals import approvals_frame
 from storage.config_versions import activate, active_version, create_version
 from storage.faults import faults_frame
-from storage.issues import issues_frame
-from storage.metrics import component_names
+from storage.issues import feedback_frame, issues_frame
+from storage.metrics import component_names, read_arrays
 from storage.recoveries import actions_frame
 from tasks.backtest.replay import NabFile, load_corpus, two_fold_split
-from tasks.detection.metrics_step import read_arrays
 from tasks.tuning.detector import open_detector_study, pareto_front, pick, score_params
 from tasks.tuning.detector import tune_detector as run_detector_study
-from tasks.tuning.labels import feedback_frame, labelled_from_frames
+from tasks.tuning.labels import labelled_from_frames
 from tasks.tuning.recovery import (
     RecoveryParams,
     RecoveryTimelines,
     health_waits_from_actions,
     open_recovery_study,
     score_recovery,
+    single_crashes,
+    slower_on_single_crashes,
     synthetic_outages,
     timelines_from_history,
     tune_recovery,
@@ -194,8 +195,11 @@ def tune_recovery_task(rt: Runtime, budget_s: float, tag: str) -> dict[str, Any]
     waits = health_waits_from_actions(actions)
     outages = synthetic_outages(8, seed=len(loops))
     half = len(loops) // 2
-    train = RecoveryTimelines(tuple(loops[::2]), tuple(outages[::2]), tuple(waits[::2]))
-    held = RecoveryTimelines(tuple(loops[1::2]), tuple(outages[1::2]), tuple(waits[1::2]))
+    # Both halves also hold the common case (crashes one restart heals), so the cost weighs
+    # what users lose over every kind of incident, not only the loops restarts cannot fix.
+    quick = single_crashes()
+    train = RecoveryTimelines((*loops[::2], *quick), tuple(outages[::2]), tuple(waits[::2]))
+    held = RecoveryTimelines((*loops[1::2], *quick), tuple(outages[1::2]), tuple(waits[1::2]))
     r = rt.config.recovery
     current = RecoveryParams(
         r.backoff.base,
@@ -210,6 +214,14 @@ def tune_recovery_task(rt: Runtime, budget_s: float, tag: str) -> dict[str, Any]
     result = tune_recovery(study, train, current, timeout_s=budget_s)
     ours = score_recovery(result.best, held)
     theirs = score_recovery(current, held)
+    slower = slower_on_single_crashes(result.best, current)
+    if slower:
+        logger.warning(
+            "recovery candidate not promoted: slower than the running settings on %d single "
+            "crashes (%s)",
+            len(slower),
+            slower[0],
+        )
     return {
         "study": result.study_name,
         "trials": result.trials,
@@ -217,7 +229,8 @@ def tune_recovery_task(rt: Runtime, budget_s: float, tag: str) -> dict[str, Any]
         "held_out_loops": half,
         "params": result.best.as_dict(),
         "held_out": {"candidate": ours, "running": theirs},
-        "won": bool(ours["cost"] < theirs["cost"]),
+        "slower_on_single_crashes": slower,
+        "won": bool(ours["cost"] < theirs["cost"] and not slower),
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
@@ -69,3 +70,15 @@ def audit_frame(engine: Engine | Connection, issue_id: int | None = None) -> pd.
     df = _frame(engine, stmt, {}, cols)
     df["ts"] = pd.to_datetime(df["ts"], utc=True)
     return df
+
+
+def has_event_since(
+    engine: Engine | Connection, issue_id: int, event: str, since: datetime
+) -> bool:
+    """Whether ``event`` was recorded for ``issue_id`` at or after ``since``."""
+    t = AuditEvent.table()
+    stmt = select(t.c.id).where(t.c.issue_id == issue_id, t.c.event == event, t.c.ts >= since)
+    if isinstance(engine, Connection):
+        return engine.execute(stmt).first() is not None
+    with engine.connect() as conn:
+        return conn.execute(stmt).first() is not None

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -33,6 +34,24 @@ def save_breaker(conn: Connection, name: str, body: dict[str, Any]) -> None:
             set_={"state": body["state"], "body": stmt.excluded.body, "updated_at": now},
         )
     )
+
+
+T = TypeVar("T")
+
+
+def update_breaker(
+    engine: Engine, name: str, change: Callable[[dict[str, Any] | None], tuple[dict[str, Any], T]]
+) -> T:
+    """Load breaker ``name``, let ``change`` compute its new body, save it: one transaction
+    that holds the write lock from the start (a row lock on PostgreSQL; SQLite's single
+    writer lock, taken by a first write), so concurrent callers never lose an update."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "sqlite":
+            # Take the write lock before reading, so no other writer slips in between.
+            conn.execute(text("UPDATE breakers SET name = name WHERE name = :n"), {"n": name})
+        body, result = change(load_breaker(conn, name, for_update=True))
+        save_breaker(conn, name, body)
+    return result
 
 
 def breakers_frame(engine: Engine | Connection) -> pd.DataFrame:

@@ -279,3 +279,12 @@ def open_metric_issue_starts(
         prev = out.setdefault(comp, {}).get(sig)
         out[comp][sig] = ms if prev is None else min(prev, ms)
     return out
+
+
+def feedback_frame(engine: Engine | Connection) -> pd.DataFrame:
+    """Operator feedback (id, issue_id, verdict, by, note, created_at as UTC)."""
+    t = Feedback.__table__
+    cols = ["id", "issue_id", "verdict", "by", "note", "created_at"]
+    df = _frame(engine, select(*(t.c[c] for c in cols)).order_by(t.c.id), {}, cols)
+    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+    return df

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,3 +252,68 @@ def to_ms(ts: pd.Timestamp | int | float | np.integer) -> int:
 def component_names(engine: Engine | Connection) -> list[str]:
     df = _frame(engine, text("SELECT name FROM components ORDER BY name"), {}, ["name"])
     return df["name"].tolist()
+
+
+_COMPONENT_SERIES_SQL = text(
+    "SELECT s.id, s.metric, s.labels, s.kind FROM series s "
+    "JOIN components c ON c.id = s.component_id WHERE c.name = :component"
+)
+# The statement of ``read_samples`` for one component: an index range per series, so the cost
+# follows the window and not the stored history. Written once per driver parameter style,
+# since the fast path hands it to the driver's own cursor.
+_COMPONENT_SAMPLES_SQL = (
+    "SELECT x.series_id, x.ts, x.value FROM series s "
+    "JOIN components c ON c.id = s.component_id "
+    "JOIN samples x ON x.series_id = s.id "
+    "WHERE c.name = {component} AND x.ts >= {start} AND x.ts < {end}"
+)
+_PLACEHOLDERS = {
+    "named": {k: f":{k}" for k in ("component", "start", "end")},  # sqlite3
+    "pyformat": {k: f"%({k})s" for k in ("component", "start", "end")},  # psycopg
+}
+
+
+def read_arrays(
+    engine: Engine, component: str, start_ms: int, end_ms: int
+) -> tuple[dict[int, tuple[str, str, str]], np.ndarray]:
+    """The bounded read: the component's series (id → metric, kind, canonical labels) and
+    its samples with ``start_ms <= ts < end_ms`` as an ``(n, 3)`` array (id, ts, value).
+
+    The same rows as ``series_frame`` and ``read_samples`` give, on one connection and
+    straight into arrays: building a frame from the result rows costs more than the query.
+    """
+    with engine.connect() as conn:
+        series = conn.execute(_COMPONENT_SERIES_SQL, {"component": component}).all()
+        table = _sample_table(conn, {"component": component, "start": start_ms, "end": end_ms})
+    meta = {int(sid): (metric, kind, labels_text(labels)) for sid, metric, labels, kind in series}
+    return meta, table
+
+
+def _sample_table(conn: Connection, params: dict[str, object]) -> np.ndarray:
+    """(series_id, ts, value) rows as an ``(n, 3)`` float array.
+
+    The rows come straight from the driver's cursor as plain tuples: numpy converts those
+    in one call, while result rows would have to be re-packed one by one (tens of thousands
+    of short-lived objects a component, which also wake the garbage collector). Epoch
+    milliseconds and ids are exact in a float64 (below 2**53); NULL becomes NaN.
+    """
+    style = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if style is None:  # another driver: the portable (slower) way
+        named = _COMPONENT_SAMPLES_SQL.format(**_PLACEHOLDERS["named"])
+        rows = [tuple(r) for r in conn.execute(text(named), params).all()]
+        return np.array(rows, dtype=float).reshape(len(rows), 3)
+    sql = _COMPONENT_SAMPLES_SQL.format(**style)
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        fetched = cursor.fetchall()
+    finally:
+        cursor.close()
+    return np.array(fetched, dtype=float).reshape(len(fetched), 3)
+
+
+def labels_text(labels: object) -> str:
+    """Stored label text → canonical JSON, as ``series_frame`` + ``labels_key`` give it."""
+    if isinstance(labels, str) or labels is None:
+        labels = json.loads(labels) if labels else {}
+    return labels_key(labels) if isinstance(labels, dict) else str(labels)

@@ -189,3 +189,45 @@ def recent_actions(conn: Connection, since: datetime) -> list[tuple[str, datetim
             finished = finished.replace(tzinfo=UTC)
         out.append((comp, finished))
     return out
+
+
+@dataclass(frozen=True)
+class RecoveryState:
+    """What admission needs of a recovery: its issue, component, status and end."""
+
+    issue_id: int
+    component: str
+    status: str
+    finished_at: datetime | None
+
+
+def recoveries_for_admission(
+    conn: Connection, issue_ids: Sequence[int | None], healed_since: datetime
+) -> list[RecoveryState]:
+    """Recoveries in flight, those of ``issue_ids``, and successes since ``healed_since``
+    (finished times as aware UTC)."""
+    t = Recovery.table()
+    rows = conn.execute(
+        select(t.c.issue_id, t.c.component, t.c.status, t.c.finished_at).where(
+            t.c.status.in_(ACTIVE)
+            | t.c.issue_id.in_(list(issue_ids))
+            | ((t.c.status == "succeeded") & (t.c.finished_at >= healed_since))
+        )
+    ).all()
+    return [RecoveryState(r.issue_id, r.component, r.status, _aware(r.finished_at)) for r in rows]
+
+
+def _aware(ts: datetime | None) -> datetime | None:
+    return ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC)
+
+
+def count_in_flight(
+    engine: Engine | Connection, statuses: Sequence[str] = ("planned", "approved", "running")
+) -> int:
+    """Recoveries in one of ``statuses`` (by default: admitted and not yet finished)."""
+    t = Recovery.table()
+    stmt = select(func.count()).select_from(t).where(t.c.status.in_(list(statuses)))
+    if isinstance(engine, Connection):
+        return int(engine.execute(stmt).scalar_one())
+    with engine.connect() as conn:
+        return int(conn.execute(stmt).scalar_one())

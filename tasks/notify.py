@@ -23,12 +23,12 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 import httpx
@@ -48,7 +48,6 @@ EVENTS = frozenset(
     }
 )
 ISSUE_KEYS = ("id", "component", "kind", "severity", "title")
-SECRET_SCHEME = "prefect-secret://"
 SOURCE = "selfheal"
 USER_AGENT = "selfheal-notify/1"
 _REDACTED = "[redacted]"
@@ -483,22 +482,35 @@ class NullNotifier:
 # --------------------------------------------------------------------------- configuration
 
 
-def resolve_webhook_url(value: str | None) -> str | None:
+@dataclass(frozen=True)
+class SecretSource:
+    """Where ``<scheme><name>`` values are read: ``load(name)`` returns the stored string
+    (raising ``ValueError`` that names the secret, never its value); ``label`` names the
+    kind of store in errors."""
+
+    scheme: str
+    label: str
+    load: Callable[[str], str]
+
+
+def resolve_webhook_url(value: str | None, secrets: Sequence[SecretSource] = ()) -> str | None:
     """The webhook URL a configuration value stands for, or ``None`` when unset.
 
-    ``value`` is a plain ``http(s)://`` URL or ``prefect-secret://<block-name>``, so the URL
-    (a credential) can live in a Prefect Secret block instead of a config file. Errors are
-    ``ValueError``s that name the block or the URL's redacted form, never the secret.
+    ``value`` is a plain ``http(s)://`` URL or a reference ``<scheme><name>`` to one of the
+    ``secrets`` sources, so the URL (a credential) can live in a secret store instead of a
+    config file (the flows pass a Prefect Secret block source). Errors are ``ValueError``s
+    that name the secret or the URL's redacted form, never the secret.
     """
     if value is None or not value.strip():
         return None
     value = value.strip()
-    if value.startswith(SECRET_SCHEME):
-        name = value[len(SECRET_SCHEME) :].strip().strip("/")
+    source = next((s for s in secrets if value.startswith(s.scheme)), None)
+    if source is not None:
+        name = value[len(source.scheme) :].strip().strip("/")
         if not name:
-            raise ValueError(f"{SECRET_SCHEME}<block-name> reference lacks the block name")
-        url = _load_secret(name)
-        where = f"Prefect Secret block {name!r}"
+            raise ValueError(f"{source.scheme}<name> reference lacks the {source.label} name")
+        url = source.load(name)
+        where = f"{source.label} {name!r}"
     else:
         url = value
         where = "webhook URL"
@@ -509,39 +521,18 @@ def resolve_webhook_url(value: str | None) -> str | None:
         ok = False
     if not ok:
         scheme = url.partition("://")[0] if "://" in url else ""
+        refs = "".join(f" or {s.scheme}<name>" for s in secrets)
         raise ValueError(
             f"{where} is not an http(s) URL"
             + (f" (scheme {scheme!r})" if scheme and len(scheme) < 20 else "")
-            + f"; expected http(s)://… or {SECRET_SCHEME}<block-name>"
+            + f"; expected http(s)://…{refs}"
         )
     return url
 
 
-def _load_secret(name: str) -> str:
-    """The string held by Secret block ``name``; errors name the block, not its value."""
-    from prefect.blocks.system import Secret
-
-    try:
-        # _sync=True: the plain call returns a coroutine when an event loop is running.
-        block = cast("Secret[Any]", Secret.load(name, _sync=True))  # type: ignore[call-arg]
-        value = block.get()
-    except Exception as exc:  # noqa: BLE001 - any load failure is a configuration error
-        text = str(exc)
-        if "Unable to find" in text or type(exc).__name__ == "ObjectNotFound":
-            reason = "does not exist"
-        else:
-            # Not str(exc): validation errors may quote the stored value.
-            reason = f"could not be loaded ({type(exc).__name__})"
-        raise ValueError(f"Prefect Secret block {name!r} {reason}") from None
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(
-            f"Prefect Secret block {name!r} must hold the webhook URL as a string, "
-            f"not {type(value).__name__}"
-        )
-    return value.strip()
-
-
-def make_notifier(value: str | None, **options: Any) -> Notifier:
+def make_notifier(
+    value: str | None, secrets: Sequence[SecretSource] = (), **options: Any
+) -> Notifier:
     """A :class:`WebhookNotifier` for a configured value, else a :class:`NullNotifier`."""
-    url = resolve_webhook_url(value)
+    url = resolve_webhook_url(value, secrets)
     return WebhookNotifier(url, **options) if url else NullNotifier()

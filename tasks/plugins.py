@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 
 class PluginError(ValueError):
@@ -27,3 +30,38 @@ def load_class(path: str, base: type, option: str) -> type:
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise PluginError(f"{option}: {path!r} is not a subclass of {base.__name__}")
     return cls
+
+
+class PluginLike(Protocol):
+    """A user class by dotted path, with constructor parameters and whether it may replace a
+    built-in of the same name (the configuration's plugin entries have this shape)."""
+
+    @property
+    def path(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def replace(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Plugin:
+    path: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    replace: bool = False
+
+
+def as_plugin(ref: str | PluginLike) -> Plugin:
+    """A plain dotted path means: no parameters, no replacing."""
+    if isinstance(ref, str):
+        return Plugin(ref)
+    return Plugin(ref.path, dict(ref.params), bool(ref.replace))
+
+
+def check_new_name(kind: str, name: str, taken: bool, replace: bool, option: str) -> None:
+    """Refuse a plugin that would silently shadow a registered ``kind`` of the same name."""
+    if taken and not replace:
+        raise PluginError(
+            f"{option}: a {kind} named {name!r} is already registered; rename the class's "
+            f"'name' or set \"replace\": true to replace it"
+        )

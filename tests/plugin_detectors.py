@@ -31,3 +31,9 @@ class QueueLimitDetector(BaseDetector):
 
 class NotADetector:
     name = "nope"
+
+
+class ShadowDefault(QueueLimitDetector):
+    """Takes the built-in default's name: refused unless ``replace``."""
+
+    name = "default"

@@ -13,6 +13,9 @@ class DrainQueueStrategy(RecoveryStrategy):
     name = "drain_queue"
     rung = 0  # least invasive of all: tried first
 
+    def __init__(self, contents: str = "drained") -> None:
+        self.contents = contents  # constructor parameters come from the configuration
+
     def applicable(self, issue: IssueInfo, ctx: RecoveryContext) -> str | None:
         return None if "marker" in issue.details else "no marker path in the issue"
 
@@ -25,5 +28,12 @@ class DrainQueueStrategy(RecoveryStrategy):
         )
 
     def execute(self, plan: Plan, issue: IssueInfo, ctx: RecoveryContext) -> Outcome:
-        Path(plan.parameters["marker"]).write_text("drained")
+        Path(plan.parameters["marker"]).write_text(self.contents)
         return Outcome(True, self.name, validation={"ok": True, "detail": "queue empty"})
+
+
+class QuietRestartStrategy(DrainQueueStrategy):
+    """Takes the built-in restart's name: allowed only with ``replace``."""
+
+    name = "restart"
+    rung = 1

@@ -12,9 +12,9 @@ from contextlib import ExitStack
 from pathlib import Path
 from uuid import UUID
 
+from flows.demo.platform.launcher import free_port
 from flows.demo.runner import stop_process
 from flows.prefect_server import LocalPrefectServer
-from flows.demo.platform.launcher import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from flows.demo.platform.launcher import start_platform, wait_healthy
 from storage.approvals import approvals_frame
 from storage.engine import make_engine, sqlite_url_for
 from storage.recoveries import recoveries_frame
-from flows.demo.platform.launcher import start_platform, wait_healthy
 from tests.browser import Browser, require_chromium
 from tests.prefect_stack import REPO, PrefectStack, wait_until
 

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
+from flows.demo.platform.launcher import Platform, ServiceHandle, start_platform, wait_healthy
 from storage.approvals import approvals_frame
 from storage.audit import audit_frame
 from storage.engine import make_engine, sqlite_url_for
 from storage.issues import AnomalyRecord
 from storage.migrate import ensure_schema
 from storage.recoveries import actions_frame, recoveries_frame
-from flows.demo.platform.launcher import Platform, ServiceHandle, start_platform, wait_healthy
 from tests.prefect_stack import REPO, PrefectStack, wait_until
 from tests.webhook_receiver import Reply, receiver
 

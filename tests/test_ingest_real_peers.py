@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from sqlalchemy import Engine
 
+from flows.demo.platform.launcher import free_port
 from storage.engine import make_engine
 from storage.metrics import count_samples, read_samples, series_frame
 from tasks.ingest.records import IngestReport
 from tasks.ingest.sources import ingest_prometheus_query, scrape_endpoint
-from flows.demo.platform.launcher import free_port
 from tests.realpeers import node_exporter, prometheus_server, wait_for_points
 
 pytestmark = pytest.mark.integration

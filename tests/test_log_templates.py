@@ -193,13 +193,11 @@ def test_garbage_input_never_raises() -> None:
     json.dumps(miner.to_state())
 
 
-def test_one_megabyte_line_is_fast() -> None:
-    import time
-
+def test_one_megabyte_line_gets_a_template() -> None:
+    # Mining speed is measured by bench.loghub (loghub.lines_per_s), beside a baseline.
     line = "2024-01-01T00:00:00Z ERROR " + " ".join(f"w{i} 10.0.0.{i % 255}" for i in range(80_000))
-    start = time.perf_counter()
-    TemplateMiner().add(line[:1_000_000])
-    assert time.perf_counter() - start < 5.0
+    tid, text = TemplateMiner().add(line[:1_000_000])
+    assert isinstance(tid, int) and text
 
 
 # ---------------------------------------------------------------- masking

@@ -14,6 +14,8 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
+from flows.demo.platform.launcher import free_port
+from flows.notifications import secret_sources
 from tasks.notify import (
     EVENTS,
     DeliveryResult,
@@ -24,7 +26,6 @@ from tasks.notify import (
     redact_webhook_url,
     resolve_webhook_url,
 )
-from flows.demo.platform.launcher import free_port
 from tests.webhook_receiver import Reply, receiver
 
 
@@ -332,8 +333,8 @@ def test_resolve_plain_values() -> None:
     with pytest.raises(ValueError) as err:
         resolve_webhook_url("hooks.example.com/s3cr3t")
     assert "s3cr3t" not in str(err.value)
-    with pytest.raises(ValueError, match="lacks the block name"):
-        resolve_webhook_url("prefect-secret://")
+    with pytest.raises(ValueError, match="lacks the Prefect Secret block name"):
+        resolve_webhook_url("prefect-secret://", secret_sources())
 
 
 def test_resolve_a_prefect_secret_block(prefect_server: None) -> None:
@@ -342,20 +343,20 @@ def test_resolve_a_prefect_secret_block(prefect_server: None) -> None:
     name = f"selfheal-webhook-{uuid.uuid4().hex[:8]}"
     url = "https://hooks.example.com/services/T1/B2/s3cr3tpathtoken"
     Secret(value=url).save(name, overwrite=True)  # type: ignore[arg-type]  # the validator wraps raw values
-    assert resolve_webhook_url(f"prefect-secret://{name}") == url
+    assert resolve_webhook_url(f"prefect-secret://{name}", secret_sources()) == url
 
     # Also from code that runs inside an event loop (an async flow calling sync helpers).
     async def inside_loop() -> str | None:
-        return resolve_webhook_url(f"prefect-secret://{name}")
+        return resolve_webhook_url(f"prefect-secret://{name}", secret_sources())
 
     assert asyncio.run(inside_loop()) == url
-    assert isinstance(make_notifier(f"prefect-secret://{name}"), WebhookNotifier)
+    assert isinstance(make_notifier(f"prefect-secret://{name}", secret_sources()), WebhookNotifier)
 
 
 def test_a_missing_secret_block_names_the_block(prefect_server: None) -> None:
     name = f"no-such-webhook-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ValueError, match=f"Prefect Secret block '{name}' does not exist"):
-        resolve_webhook_url(f"prefect-secret://{name}")
+        resolve_webhook_url(f"prefect-secret://{name}", secret_sources())
 
 
 def test_a_secret_block_holding_a_non_url_does_not_reveal_it(prefect_server: None) -> None:
@@ -365,11 +366,11 @@ def test_a_secret_block_holding_a_non_url_does_not_reveal_it(prefect_server: Non
     stored = {"webhook": "s3cr3t-in-a-dict"}
     Secret(value=stored).save(odd, overwrite=True)  # type: ignore[arg-type]  # the validator wraps raw values
     with pytest.raises(ValueError, match=f"block '{odd}' must hold the webhook URL") as err:
-        resolve_webhook_url(f"prefect-secret://{odd}")
+        resolve_webhook_url(f"prefect-secret://{odd}", secret_sources())
     assert "s3cr3t" not in str(err.value)
 
     wrong = f"selfheal-wrong-{uuid.uuid4().hex[:8]}"
     Secret(value="not a url s3cr3t").save(wrong, overwrite=True)  # type: ignore[arg-type]  # the validator wraps raw values
     with pytest.raises(ValueError, match=f"block '{wrong}' is not an http") as err:
-        resolve_webhook_url(f"prefect-secret://{wrong}")
+        resolve_webhook_url(f"prefect-secret://{wrong}", secret_sources())
     assert "s3cr3t" not in str(err.value)

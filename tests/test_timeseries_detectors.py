@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -271,14 +270,13 @@ def test_default_refractory_and_new_incidents():
     assert [a.ts for a in result.anomalies] == [s.index[3000], s.index[3600]]
 
 
-def test_default_is_fast_enough_for_the_detection_cycle():
+def test_default_rescoring_the_same_window_gives_the_same_result():
+    # Its speed is measured by bench.detect (detect.score_s), beside a baseline.
     s = series(daily(4032 + 360))
     det = DefaultDetector().fit(s.iloc[:-360])
-    det.score(s.iloc[-360:])
-    t0 = time.perf_counter()
-    for _ in range(5):
-        det.score(s.iloc[-360:])
-    assert (time.perf_counter() - t0) / 5 < 0.1
+    first = det.score(s.iloc[-360:])
+    again = det.score(s.iloc[-360:])
+    assert np.array_equal(first.scores.to_numpy(), again.scores.to_numpy())
 
 
 def test_default_caps_history_for_fine_grained_metrics():

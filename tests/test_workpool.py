@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from flows.demo.platform.launcher import free_port, start_platform
 from flows.prefect_server import LocalPrefectServer
 from storage.engine import make_engine
 from storage.metrics import count_samples, series_frame
-from flows.demo.platform.launcher import free_port, start_platform
 from tests.conftest import PG_ENV, fresh_pg_database
 from tests.prefect_stack import REPO, wait_until
 

@@ -9,7 +9,6 @@ the dashboard read only the few series it draws.
 from __future__ import annotations
 
 import fnmatch
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from flows.dashboard.svg import Chart, Line, Marker
-from storage.metrics import labels_key
+from storage.metrics import labels_text
 from tasks.detection.derive import SKIP_SUFFIXES, UP, derive
 
 MEAN_KINDS = ("histogram", "summary")
@@ -51,14 +50,6 @@ def derived_name(metric: str, kind: str) -> str | None:
     return metric
 
 
-def _labels_text(labels: object) -> str:
-    if isinstance(labels, dict):
-        return labels_key(labels)
-    if isinstance(labels, str) and labels:
-        return labels_key(json.loads(labels))
-    return "{}"
-
-
 def _rank(name: str, patterns: Sequence[str]) -> int | None:
     if name == UP:
         return len(patterns)  # always drawn, after the key metrics
@@ -84,7 +75,7 @@ def plan_charts(
         name = derived_name(str(metric), str(kind))
         if name is None:
             continue
-        text = _labels_text(labels)
+        text = labels_text(labels)
         if name == UP and text != "{}":
             continue  # the synthetic scrape ``up`` only
         rank = _rank(name, patterns)
@@ -125,7 +116,7 @@ def _lines(
     series: pd.DataFrame,
 ) -> list[Line]:
     mine = series[series["series_id"].isin(plan.series_ids)].copy()
-    mine["labels"] = mine["labels"].map(_labels_text)
+    mine["labels"] = mine["labels"].map(labels_text)
     rows = samples[samples["series_id"].isin(plan.series_ids)]
     if rows.empty or mine.empty:
         return []

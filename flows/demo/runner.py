@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import logging
 import os
 import random
 import signal
@@ -22,9 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from flows.demo.platform.faults import SCRIPT, FaultSpec, inject
 from flows.demo.settings import demo_config
 from flows.runtime import selfheal_home
-from flows.demo.platform.faults import SCRIPT, FaultSpec, inject
 
 WARMUP_S = 20.0
 SETTLE_S = 2.0
@@ -58,8 +59,8 @@ class DemoState:
 
 
 def free_or(port: int) -> int:
-    from flows.prefect_server import port_in_use
     from flows.demo.platform.launcher import free_port
+    from flows.prefect_server import port_in_use
 
     return port if not port_in_use("127.0.0.1", port) else free_port()
 
@@ -97,6 +98,36 @@ def yield_cpu_to_platform(pid: int) -> None:
     # Not permitted, or not POSIX: run at equal priority.
     with contextlib.suppress(OSError, AttributeError):
         os.setpriority(os.PRIO_PROCESS, pid, 10)
+
+
+def route_prefect_logs(log_path: Path) -> logging.Handler:
+    """Prefect's INFO lines (every task run) go to ``log_path``; the terminal keeps the
+    demo's narrative and Prefect's warnings and errors."""
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    setup_logging()
+    for logger in (logging.getLogger(), logging.getLogger("prefect")):
+        for handler in logger.handlers:
+            if isinstance(handler, PrefectConsoleHandler):
+                handler.setLevel(logging.WARNING)
+    to_file = logging.FileHandler(log_path)
+    to_file.setLevel(logging.INFO)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("prefect").addHandler(to_file)
+    return to_file
+
+
+def drain_prefect_clients() -> None:
+    """Send this process's queued logs and events while the server still answers; at exit
+    they would be sent to a stopped server and fail loudly ("All connection attempts
+    failed")."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with contextlib.suppress(Exception):
+            worker.drain_all(timeout=5)
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
@@ -195,12 +226,12 @@ def report(state: DemoState) -> int:
     import pandas as pd
 
     from flows.api import get_status
+    from flows.demo.platform.verdicts import evaluate, table
     from flows.runtime import open_runtime
     from storage.approvals import approvals_frame
     from storage.faults import faults_frame
     from storage.issues import anomalies_frame, issues_frame
     from storage.recoveries import recoveries_frame
-    from flows.demo.platform.verdicts import evaluate, table
     from tasks.severity import Severity
 
     rt = open_runtime(str(state.config_path))
@@ -283,6 +314,27 @@ class Operator(threading.Thread):
         self.join(10)
 
 
+# A cycle may fail once (a slow answer from the server under load); this many in a row is a
+# broken run.
+MAX_FAILED_CYCLES = 5
+
+
+def why_cycles_fail(
+    server: Any, serve: subprocess.Popen[bytes], workdir: Path, prefect_log: Path
+) -> str | None:
+    """The process that died under the cycles, with where its log is (None: all alive)."""
+    if server is not None and server.process is not None and server.process.poll() is not None:
+        return (
+            f"the local Prefect server exited with code {server.process.returncode}; "
+            f"its log: {server.log_path}"
+        )
+    if serve.poll() is not None:
+        return (
+            f"selfheal serve exited with code {serve.returncode}; its log: {workdir / 'serve.log'}"
+        )
+    return None
+
+
 def run_demo(
     mode: str = "supervised", duration: float = 240.0, seed: int = 0, keep_running: bool = False
 ) -> int:
@@ -294,10 +346,10 @@ def run_demo(
 
     from flows.config_load import build_config
     from flows.dashboard.server import DashboardServer
+    from flows.demo.platform.launcher import start_platform
     from flows.launch import deployment_available
     from flows.prefect_server import LocalPrefectServer
     from storage.engine import sqlite_url_for
-    from flows.demo.platform.launcher import start_platform
 
     rng = random.Random(seed)
     home = selfheal_home()
@@ -337,6 +389,10 @@ def run_demo(
                 updates={PREFECT_API_URL: api_url, PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
             )
         )
+        prefect_log = workdir / "prefect-runs.log"
+        stack.callback(logging.getLogger("prefect").removeHandler, route_prefect_logs(prefect_log))
+        # Runs before the server stops and the settings are restored (callbacks are LIFO).
+        stack.callback(drain_prefect_clients)
         env = {**os.environ, "PREFECT_API_URL": api_url, "SELFHEAL_HOME": str(home)}
         serve = launch_serve(config_path, env, workdir / "serve.log")
         stack.callback(stop_process, serve)
@@ -356,9 +412,25 @@ def run_demo(
         next_at = time.monotonic() + WARMUP_S
         current: FaultRun | None = None
         served = False
+        failed_cycles = 0
         while time.monotonic() < deadline:
             t0 = time.monotonic()
-            result = cycle(str(config_path))
+            try:
+                result = cycle(str(config_path))
+                failed_cycles = 0
+            except Exception as exc:  # noqa: BLE001 - name what failed, then go on or stop
+                failed_cycles += 1
+                say(f"detection cycle failed: {type(exc).__name__}: {exc}")
+                culprit = why_cycles_fail(server, serve, workdir, prefect_log)
+                if culprit is not None or failed_cycles >= MAX_FAILED_CYCLES:
+                    say(
+                        "demo FAILED: "
+                        + (culprit or f"{failed_cycles} cycles in a row failed")
+                        + f"; the cycles' log: {prefect_log}"
+                    )
+                    return 2
+                time.sleep(CYCLE_S)
+                continue
             for issue in result.get("new_issues", []):
                 quiet = (
                     " (silenced: a side effect of a recovery in progress)"

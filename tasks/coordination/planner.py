@@ -19,16 +19,20 @@ Admission, like Alertmanager's routing plus a work queue's priority:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from storage.approvals import create_approval
-from storage.audit import audit
+from storage.audit import audit, has_event_since
 from storage.issues import IssueRecord, load_active_issues
-from storage.models import AuditEvent, Recovery
-from storage.recoveries import ACTIVE, create_recovery
+from storage.recoveries import (
+    ACTIVE,
+    count_in_flight,
+    create_recovery,
+    recoveries_for_admission,
+)
 from tasks.coordination.policy import decide_mode
 from tasks.recovery.base import IssueInfo
 from tasks.recovery.manager import RecoveryManager
@@ -72,22 +76,14 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
         ]
         if not issues:
             return []
-        t = Recovery.table()
         since = now - timedelta(seconds=max(cooldown_s, 0))
-        rows = conn.execute(
-            select(t.c.issue_id, t.c.component, t.c.status, t.c.finished_at).where(
-                t.c.status.in_(ACTIVE)
-                | t.c.issue_id.in_([i.id for i in issues])
-                | ((t.c.status == "succeeded") & (t.c.finished_at >= since))
-            )
-        ).all()
+        rows = recoveries_for_admission(conn, [i.id for i in issues], since)
     decided = {r.issue_id for r in rows if r.status in DECIDED or r.status in ACTIVE}
     busy_components = {r.component for r in rows if r.status in ACTIVE}
     healed: dict[str, datetime] = {}
     for r in rows:
         if r.status == "succeeded" and r.finished_at is not None:
-            fin = r.finished_at if r.finished_at.tzinfo else r.finished_at.replace(tzinfo=UTC)
-            healed[r.component] = max(healed.get(r.component, fin), fin)
+            healed[r.component] = max(healed.get(r.component, r.finished_at), r.finished_at)
     out = []
     for issue in issues:
         if issue.id in decided or issue.component in busy_components:
@@ -112,26 +108,11 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
 
 
 def running_count(engine: Engine) -> int:
-    with engine.connect() as conn:
-        t = Recovery.table()
-        return len(
-            conn.execute(
-                select(t.c.id).where(t.c.status.in_(("planned", "approved", "running")))
-            ).all()
-        )
+    return count_in_flight(engine)
 
 
 def _recently_skipped(engine: Engine, issue_id: int, since: datetime) -> bool:
-    t = AuditEvent.table()
-    with engine.connect() as conn:
-        return (
-            conn.execute(
-                select(t.c.id).where(
-                    t.c.issue_id == issue_id, t.c.event == "skipped", t.c.ts >= since
-                )
-            ).first()
-            is not None
-        )
+    return has_event_since(engine, issue_id, "skipped", since)
 
 
 def plan_cycle(

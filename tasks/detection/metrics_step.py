@@ -9,18 +9,16 @@ each score only uses the past.
 from __future__ import annotations
 
 import fnmatch
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Engine
 
 from storage.issues import AnomalyRecord
-from storage.metrics import labels_key
+from storage.metrics import read_arrays
 from tasks.detection.base import Anomaly, BaseDetector
 from tasks.detection.behaviour import ProfileDetector, RelationDetector, align
 from tasks.detection.derive import UP, DerivedSeries, derive_arrays
@@ -49,20 +47,6 @@ class ComponentWindow:
     newest_ms: int | None
 
 
-_SERIES_SQL = text(
-    "SELECT s.id, s.metric, s.labels, s.kind FROM series s "
-    "JOIN components c ON c.id = s.component_id WHERE c.name = :component"
-)
-# The statement of ``storage.metrics.read_samples`` for one component: an index range per
-# series, so the cost follows the window and not the stored history.
-_SAMPLES_SQL = (
-    "SELECT x.series_id, x.ts, x.value FROM series s "
-    "JOIN components c ON c.id = s.component_id "
-    "JOIN samples x ON x.series_id = s.id "
-    "WHERE c.name = :component AND x.ts >= :start AND x.ts < :end"
-)
-
-
 def read_component(
     engine: Engine, component: str, now_ms: int, lookback_s: float
 ) -> ComponentWindow:
@@ -82,52 +66,6 @@ def read_component(
     return ComponentWindow(
         component, derive_arrays(sids, index, values, meta), up.sort_index(), newest
     )
-
-
-def read_arrays(
-    engine: Engine, component: str, start_ms: int, end_ms: int
-) -> tuple[dict[int, tuple[str, str, str]], np.ndarray]:
-    """The bounded read: the component's series (id → metric, kind, canonical labels) and
-    its samples with ``start_ms <= ts < end_ms`` as an ``(n, 3)`` array (id, ts, value).
-
-    The same rows as ``series_frame`` and ``read_samples`` give, on one connection and
-    straight into arrays: building a frame from the result rows costs more than the query.
-    """
-    with engine.connect() as conn:
-        series = conn.execute(_SERIES_SQL, {"component": component}).all()
-        table = _sample_table(conn, {"component": component, "start": start_ms, "end": end_ms})
-    meta = {int(sid): (metric, kind, _labels_text(labels)) for sid, metric, labels, kind in series}
-    return meta, table
-
-
-def _sample_table(conn: Connection, params: dict[str, object]) -> np.ndarray:
-    """(series_id, ts, value) rows as an ``(n, 3)`` float array.
-
-    The rows come straight from the driver's cursor as plain tuples: numpy converts those
-    in one call, while result rows would have to be re-packed one by one (tens of thousands
-    of short-lived objects a component, which also wake the garbage collector). Epoch
-    milliseconds and ids are exact in a float64 (below 2**53); NULL becomes NaN.
-    """
-    sql = _SAMPLES_SQL
-    if conn.dialect.name != "sqlite":  # sqlite3 takes :name; psycopg wants %(name)s
-        if conn.dialect.paramstyle != "pyformat":
-            rows = [tuple(r) for r in conn.execute(text(sql), params).all()]
-            return np.array(rows, dtype=float).reshape(len(rows), 3)
-        sql = re.sub(r":(\w+)", r"%(\1)s", sql)
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql, params)
-        fetched = cursor.fetchall()
-    finally:
-        cursor.close()
-    return np.array(fetched, dtype=float).reshape(len(fetched), 3)
-
-
-def _labels_text(labels: object) -> str:
-    """Stored label text → canonical JSON, as ``series_frame`` + ``labels_key`` give it."""
-    if isinstance(labels, str) or labels is None:
-        labels = json.loads(labels) if labels else {}
-    return labels_key(labels) if isinstance(labels, dict) else str(labels)
 
 
 def _record(a: Anomaly, component: str, d: DerivedSeries | None, kind: str) -> AnomalyRecord:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tasks.detection.base import BaseDetector
-from tasks.plugins import load_class
+from tasks.plugins import PluginError, PluginLike, as_plugin, check_new_name, load_class
 
 
 class DetectorRegistry:
@@ -16,10 +16,18 @@ class DetectorRegistry:
         self._classes: dict[str, type[BaseDetector]] = {}
         self.custom_names: list[str] = []  # registered from ``custom_detectors``
 
-    def register(self, cls: type[BaseDetector], name: str | None = None) -> None:
+    def register(
+        self,
+        cls: type[BaseDetector],
+        name: str | None = None,
+        replace: bool = False,
+        option: str = "detector",
+    ) -> None:
+        """Add ``cls``; a name that is taken is refused unless ``replace``."""
         key = name or cls.name
         if not key or key == BaseDetector.name:
             raise ValueError(f"{cls.__name__} needs a 'name' class attribute")
+        check_new_name("detector", key, key in self._classes, replace, option)
         self._classes[key] = cls
 
     def names(self) -> list[str]:
@@ -67,13 +75,20 @@ def builtin_detectors() -> list[type[BaseDetector]]:
     ]
 
 
-def default_registry(custom: Iterable[str] = ()) -> DetectorRegistry:
-    """Built-in detectors plus the classes named in ``custom_detectors``."""
+def default_registry(custom: Iterable[str | PluginLike] = ()) -> DetectorRegistry:
+    """Built-in detectors plus the classes named in ``custom_detectors`` (dotted paths, or
+    entries with ``path`` and ``replace``; their parameters go in ``detection.detectors``)."""
     registry = DetectorRegistry()
     for cls in builtin_detectors():
         registry.register(cls)
-    for i, path in enumerate(custom):
-        cls = load_class(path, BaseDetector, f"custom_detectors[{i}]")
-        registry.register(cls)
+    for i, ref in enumerate(custom):
+        plugin, option = as_plugin(ref), f"custom_detectors[{i}]"
+        if plugin.params:
+            raise PluginError(
+                f"{option}: a detector's parameters go in detection.detectors "
+                '({"name": ..., "params": {...}}), not here'
+            )
+        cls = load_class(plugin.path, BaseDetector, option)
+        registry.register(cls, replace=plugin.replace, option=option)
         registry.custom_names.append(cls.name)
     return registry

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from storage.breakers import load_breaker, save_breaker
+from storage.breakers import load_breaker, update_breaker
 from tasks.recovery.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 T = TypeVar("T")
@@ -30,16 +30,13 @@ class BreakerStore:
         self.config = config
 
     def update(self, name: str, op: Callable[[CircuitBreaker], T]) -> T:
-        with self.engine.begin() as conn:
-            if conn.dialect.name == "sqlite":
-                # Take the write lock before reading, so no other writer slips in between.
-                conn.execute(text("UPDATE breakers SET name = name WHERE name = :n"), {"n": name})
-            body = load_breaker(conn, name, for_update=True)
+        def change(body: dict[str, Any] | None) -> tuple[dict[str, Any], T]:
             state = BreakerState.from_dict(body) if body else BreakerState(name)
             breaker = CircuitBreaker(state, self.config)
             result = op(breaker)
-            save_breaker(conn, name, breaker.state.to_dict())
-        return result
+            return breaker.state.to_dict(), result
+
+        return update_breaker(self.engine, name, change)
 
     def get(self, name: str) -> BreakerState:
         with self.engine.connect() as conn:

@@ -36,10 +36,13 @@ threshold optimised afterwards. The objectives:
 
 Studies: one per (detector family, search-space version, data set), named by
 :func:`detector_study_name`. The objective values only mean something for the data they were
-computed on, so a study refuses files whose fingerprint differs from the ones it started with;
-a nightly run opens a new study per night's data and warm-starts it with the previous night's
-front (``seed_params``). Within one data set, a second call with the same name and storage
-continues the study (trials accumulate, NSGA-II resumes from the stored generations).
+computed on, so a study is tied to a *lineage* of data (:func:`corpus_lineage`): the same
+series, whose values agree wherever the old and the new data overlap in time. Data that grew
+(the next night's window: a day more, the oldest day dropped, new series added) continues
+the study: trials accumulate and NSGA-II resumes from the stored generations, the old trials
+acting as the warm start. Data that is truly different (no series in common, or the same
+names with other values at the same times) is refused. A nightly run opens a study per
+night's tag by default and warm-starts it with the running settings and ``seed_params``.
 """
 
 from __future__ import annotations
@@ -82,10 +85,12 @@ from tasks.detection.registry import DetectorRegistry, default_registry
 ALARM = 0.5
 STUDY_PREFIX = "selfheal-tune-detector-"
 # Bumped whenever a search space changes meaning: old trials then live in old studies.
-SPACE_VERSION = 1
+SPACE_VERSION = 2  # 2: spans in seconds (1: minutes and days)
 # Replays of fewer rows than this per trial run in-process: a pool's pickling costs more.
 PARALLEL_MIN_ROWS = 300_000
-_FINGERPRINT_ATTR = "corpus_fingerprint"
+_LINEAGE_ATTR = "corpus_lineage"
+# Points per series kept to recognise the same data later (JSON in the study's attributes).
+LINEAGE_POINTS = 16
 _SPACE_ATTR = "space"
 _DAY_S = 86_400.0
 
@@ -93,25 +98,24 @@ _DAY_S = 86_400.0
 # -- spans and search spaces -------------------------------------------------------------------
 
 
-def span_minutes(span: str | pd.Timedelta) -> float:
-    """Minutes in a span such as ``"30min"``, ``"2h"`` or ``"14D"``.
+def span_seconds(span: str | pd.Timedelta) -> float:
+    """Seconds in a span such as ``"10s"``, ``"30min"``, ``"2h"`` or ``"14D"``.
 
     Plain integers are point counts whose duration depends on the sampling interval, so they
-    cannot be placed in a minutes-based space: they raise ``ValueError``.
+    cannot be placed in a duration-based space: they raise ``ValueError``.
     """
     if isinstance(span, int | np.integer) and not isinstance(span, bool):
         raise ValueError(f"span {span!r} is a number of points, not a duration")
-    return pd.Timedelta(span).total_seconds() / 60.0
+    return pd.Timedelta(span).total_seconds()
 
 
-def minutes_span(minutes: int) -> str:
-    """The shortest readable span string for whole minutes: ``1440 → "1D"``, ``120 → "2h"``."""
-    m = int(minutes)
-    if m > 0 and m % 1440 == 0:
-        return f"{m // 1440}D"
-    if m > 0 and m % 60 == 0:
-        return f"{m // 60}h"
-    return f"{m}min"
+def seconds_span(seconds: int) -> str:
+    """The shortest readable span for whole seconds: ``86400 → "1D"``, ``300 → "5min"``."""
+    s = int(seconds)
+    for unit, size in (("D", 86_400), ("h", 3_600), ("min", 60)):
+        if s > 0 and s % size == 0:
+            return f"{s // size}{unit}"
+    return f"{s}s"
 
 
 @dataclass(frozen=True)
@@ -128,77 +132,85 @@ class _Family:
     tails: frozenset[str] = frozenset()
 
 
+# Spans are whole seconds, so one space holds the cycle's configuration (an hour of history
+# smoothed over 1 and 5 minutes, the demo's 10 and 30 seconds) as well as NAB's (two weeks,
+# 30 min and 2 h): what is tuned round-trips to what runs. The bounds are wide on purpose;
+# the trust region around the running configuration (:func:`detector_space`) is what keeps
+# a night's search at the running configuration's scale.
+_MINUTE, _HOUR, _DAY = 60, 3_600, 86_400
+
+
 def _default_space() -> dict[str, BaseDistribution]:
     return {
-        "history_days": IntDistribution(3, 28),
-        "quantile": FloatDistribution(0.98, 0.9999),
-        "margin": FloatDistribution(0.02, 2.0),
-        "smooth_short_min": IntDistribution(0, 180),
-        "smooth_long_min": IntDistribution(0, 720),
+        "history_s": IntDistribution(5 * _MINUTE, 28 * _DAY),
+        "quantile": FloatDistribution(0.9, 0.9999),
+        "margin": FloatDistribution(0.02, 4.0),
+        "smooth_short_s": IntDistribution(0, 3 * _HOUR),
+        "smooth_long_s": IntDistribution(0, 12 * _HOUR),
         "season": CategoricalDistribution(("1D", "off")),
         "season_min_autocorr": FloatDistribution(0.2, 0.95),
-        "season_window_days": IntDistribution(2, 14),
-        "refractory_min": IntDistribution(0, 1440),
-        "min_points": IntDistribution(20, 1000),
+        "season_window_s": IntDistribution(_HOUR, 14 * _DAY),
+        "refractory_s": IntDistribution(0, _DAY),
+        "min_points": IntDistribution(5, 1000),
     }
 
 
 def _default_encode(kw: Mapping[str, Any]) -> dict[str, Any]:
-    spans = sorted(round(span_minutes(s)) for s in kw["smoothing"])
+    spans = sorted(round(span_seconds(s)) for s in kw["smoothing"])
     season = kw["season"]
     return {
-        "history_days": round(span_minutes(kw["history"]) / 1440),
+        "history_s": round(span_seconds(kw["history"])),
         "quantile": float(kw["quantile"]),
         "margin": float(kw["margin"]),
-        "smooth_short_min": spans[0] if spans else 0,
-        "smooth_long_min": spans[1] if len(spans) > 1 else 0,
-        "season": "off" if season is None else minutes_span(round(span_minutes(season))),
+        "smooth_short_s": spans[0] if spans else 0,
+        "smooth_long_s": spans[1] if len(spans) > 1 else 0,
+        "season": "off" if season is None else seconds_span(round(span_seconds(season))),
         "season_min_autocorr": float(kw["season_min_autocorr"]),
-        "season_window_days": round(span_minutes(kw["season_window"]) / 1440),
-        "refractory_min": round(span_minutes(kw["refractory"])),
+        "season_window_s": round(span_seconds(kw["season_window"])),
+        "refractory_s": round(span_seconds(kw["refractory"])),
         "min_points": int(kw["min_points"]),
     }
 
 
 def _default_decode(v: Mapping[str, Any]) -> dict[str, Any]:
-    spans = sorted({int(v["smooth_short_min"]), int(v["smooth_long_min"])} - {0})
+    spans = sorted({int(v["smooth_short_s"]), int(v["smooth_long_s"])} - {0})
     return {
-        "history": minutes_span(int(v["history_days"]) * 1440),
+        "history": seconds_span(int(v["history_s"])),
         "quantile": float(v["quantile"]),
         "margin": float(v["margin"]),
-        "smoothing": tuple(minutes_span(m) for m in spans),
+        "smoothing": tuple(seconds_span(m) for m in spans),
         "season": None if v["season"] == "off" else str(v["season"]),
         "season_min_autocorr": float(v["season_min_autocorr"]),
-        "season_window": minutes_span(int(v["season_window_days"]) * 1440),
-        "refractory": minutes_span(int(v["refractory_min"])),
+        "season_window": seconds_span(int(v["season_window_s"])),
+        "refractory": seconds_span(int(v["refractory_s"])),
         "min_points": int(v["min_points"]),
     }
 
 
 def _zscore_space() -> dict[str, BaseDistribution]:
     return {
-        "window_min": IntDistribution(30, 4320),
+        "window_s": IntDistribution(5 * _MINUTE, 3 * _DAY),
         "threshold": FloatDistribution(2.0, 20.0),
-        "min_points": IntDistribution(10, 500),
-        "refractory_min": IntDistribution(0, 1440),
+        "min_points": IntDistribution(5, 500),
+        "refractory_s": IntDistribution(0, _DAY),
     }
 
 
 def _zscore_encode(kw: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "window_min": round(span_minutes(kw["window"])),
+        "window_s": round(span_seconds(kw["window"])),
         "threshold": float(kw["threshold"]),
         "min_points": int(kw["min_points"]),
-        "refractory_min": round(span_minutes(kw["refractory"])),
+        "refractory_s": round(span_seconds(kw["refractory"])),
     }
 
 
 def _zscore_decode(v: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        "window": minutes_span(int(v["window_min"])),
+        "window": seconds_span(int(v["window_s"])),
         "threshold": float(v["threshold"]),
         "min_points": int(v["min_points"]),
-        "refractory": minutes_span(int(v["refractory_min"])),
+        "refractory": seconds_span(int(v["refractory_s"])),
     }
 
 
@@ -243,8 +255,8 @@ def detector_space(
 ) -> dict[str, BaseDistribution]:
     """The search space of a detector family: space parameter name → Optuna distribution.
 
-    Space parameters are numeric stand-ins for the constructor's: spans are whole minutes or
-    days (``refractory_min``, ``history_days``), the smoothing tuple is two spans where 0 means
+    Space parameters are numeric stand-ins for the constructor's: spans are whole seconds
+    (``refractory_s``, ``history_s``), the smoothing tuple is two spans where 0 means
     "absent", and ``season="off"`` means ``None``. :func:`decode_params` maps them back.
 
     With ``around`` (constructor parameters) and ``trust`` (a factor > 1) the space is the
@@ -552,16 +564,61 @@ def _suggest(trial: optuna.Trial, name: str, dist: BaseDistribution) -> Any:
     raise TypeError(f"unsupported distribution {dist!r}")
 
 
-def _check_fingerprint(study: optuna.Study, fingerprint: str) -> None:
-    known = study.user_attrs.get(_FINGERPRINT_ATTR)
-    if known is None:
-        study.set_user_attr(_FINGERPRINT_ATTR, fingerprint)
-    elif known != fingerprint:
-        raise ValueError(
-            f"study {study.study_name!r} was run on other data (fingerprint {known}, these "
-            f"files {fingerprint}); its objective values would not be comparable. Open a "
-            "study named for this data and pass its front as seed_params."
-        )
+def corpus_lineage(files: Sequence[NabFile], points: int = LINEAGE_POINTS) -> dict[str, Any]:
+    """A few ``(ts_ns, value)`` points per file, evenly spread: what identifies the data.
+
+    Unlike :func:`corpus_fingerprint` it survives growth: a later, longer window of the same
+    series still holds most of these points with the same values.
+    """
+    out: dict[str, Any] = {}
+    for f in files:
+        ts = pd.DatetimeIndex(f.timestamps).as_unit("ns").asi8
+        values = np.asarray(f.values, float)
+        if not len(ts):
+            continue
+        idx = np.unique(np.linspace(0, len(ts) - 1, min(points, len(ts))).astype(int))
+        out[f.key] = [[int(ts[i]), float(values[i])] for i in idx if math.isfinite(values[i])]
+    return out
+
+
+def lineage_conflict(known: Mapping[str, Any], files: Sequence[NabFile]) -> str | None:
+    """Why ``files`` are not a continuation of the data ``known`` describes (None: they are).
+
+    They are when they share at least one series with it and every stored point that falls on
+    a timestamp of the new data has the same value there; at least one point must overlap, so
+    two disjoint stretches of the same names are not taken for the same data.
+    """
+    by_key = {f.key: f for f in files}
+    shared = [k for k in known if k in by_key]
+    if not shared:
+        return "no series in common"
+    compared = 0
+    for key in shared:
+        f = by_key[key]
+        ts = pd.DatetimeIndex(f.timestamps).as_unit("ns").asi8
+        values = np.asarray(f.values, float)
+        for at, value in known[key]:
+            i = int(np.searchsorted(ts, at))
+            if i < len(ts) and ts[i] == at:
+                compared += 1
+                if not np.isclose(values[i], value, rtol=1e-9, atol=1e-12):
+                    return f"{key} has another value at {pd.Timestamp(at, tz='UTC')}"
+    if not compared:
+        return "the new data does not overlap the old in time"
+    return None
+
+
+def _check_lineage(study: optuna.Study, files: Sequence[NabFile]) -> None:
+    known = study.user_attrs.get(_LINEAGE_ATTR)
+    if known is not None:
+        why = lineage_conflict(known, files)
+        if why is not None:
+            raise ValueError(
+                f"study {study.study_name!r} was run on other data ({why}); its objective "
+                "values would not be comparable. Open a study named for this data and pass "
+                "its front as seed_params."
+            )
+    study.set_user_attr(_LINEAGE_ATTR, corpus_lineage(files))
 
 
 def _study_space(
@@ -629,7 +686,7 @@ def tune_detector(
     reg = registry or default_registry()
     base = {**_constructor_defaults(detector, reg), **dict(base_params or {})}
     prepared = _prepare(files)
-    _check_fingerprint(study, corpus_fingerprint(files))
+    _check_lineage(study, files)
     study.set_user_attr("detector", detector)
     dims = _study_space(study, detector, base, trust, space)
     for params in (base, *seed_params):

@@ -54,10 +54,8 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, select
 
-from storage.metrics import _frame, labels_key
-from storage.models import Feedback
+from storage.metrics import labels_key
 from tasks.backtest.nab import Window
 from tasks.backtest.replay import NabFile
 from tasks.detection.derive import derive
@@ -94,15 +92,6 @@ class LabelSpan:
     source: str  # fault / verdict (latest feedback or rejection of an issue) / rejection
     ref: str = ""
     metric: str | None = None
-
-
-def feedback_frame(engine: Engine | Connection) -> pd.DataFrame:
-    """Operator feedback (id, issue_id, verdict, by, note, created_at as UTC)."""
-    t = Feedback.__table__
-    cols = ["id", "issue_id", "verdict", "by", "note", "created_at"]
-    df = _frame(engine, select(*(t.c[c] for c in cols)).order_by(t.c.id), {}, cols)
-    df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
-    return df
 
 
 def _utc(value: Any) -> pd.Timestamp | None:
@@ -236,7 +225,7 @@ def label_spans(
     """Every label the frames hold: fault windows, confirmed issues, refuted ones.
 
     Frames are those of ``storage.faults.faults_frame``, ``storage.issues.issues_frame``,
-    :func:`feedback_frame` and ``storage.approvals.approvals_frame``; any may be None.
+    ``storage.issues.feedback_frame`` and ``storage.approvals.approvals_frame``; any may be None.
     """
     return [
         *fault_spans(faults, fault_default_s, fault_tail_s),

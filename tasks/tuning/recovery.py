@@ -37,8 +37,10 @@ tuner found 250 s), while in the system it blocks the recovery flow and delays e
 with it, spacing goes to the backoff and the wait stays near what start-ups need.
 
 Studies: Optuna RDB studies on the system's database named by :func:`recovery_study_name`;
-as for detectors, a study is tied to the timelines it was started on (fingerprint check), a
-second call with the same name and storage continues it (CMA-ES keeps its state in the trials).
+as for detectors, a study is tied to a lineage of recorded incidents: a second call with the
+same name and storage continues it (CMA-ES keeps its state in the trials) when the recorded
+crash loops share at least one incident with the ones it last ran on (the history grew or
+moved on by a night), and refuses recorded incidents that have nothing in common with them.
 """
 
 from __future__ import annotations
@@ -65,11 +67,12 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from tasks.recovery.backoff import BackoffPolicy, decide_restart
+from tasks.recovery.base import RecoverySettings
 from tasks.recovery.breaker import BreakerConfig, BreakerState, CircuitBreaker
 
 STUDY_PREFIX = "selfheal-tune-recovery-"
 SPACE_VERSION = 1
-_FINGERPRINT_ATTR = "timelines_fingerprint"
+_LINEAGE_ATTR = "timelines_lineage"
 _SPACE_ATTR = "space"
 BACKOFF_KEYS = ("base", "factor", "cap")
 BREAKER_KEYS = ("failure_rate_threshold", "wait_in_open", "permitted_in_half_open")
@@ -83,13 +86,13 @@ VALIDATION_KEYS = ("validation_timeout",)
 class RecoveryParams:
     """The tuned recovery parameters (defaults: the system's defaults)."""
 
-    base: float = 10.0
-    factor: float = 2.0
-    cap: float = 300.0
-    failure_rate_threshold: float = 50.0
-    wait_in_open: float = 60.0
-    permitted_in_half_open: int = 3
-    validation_timeout: float = 30.0
+    base: float = BackoffPolicy.base
+    factor: float = BackoffPolicy.factor
+    cap: float = BackoffPolicy.cap
+    failure_rate_threshold: float = BreakerConfig.failure_rate_threshold
+    wait_in_open: float = BreakerConfig.wait_in_open
+    permitted_in_half_open: int = BreakerConfig.permitted_in_half_open
+    validation_timeout: float = RecoverySettings.validation_timeout
 
     @classmethod
     def from_settings(
@@ -131,7 +134,7 @@ class ReplaySettings:
 
     backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
-    max_inline_backoff: float = 300.0  # RecoverySettings.max_inline_backoff
+    max_inline_backoff: float = RecoverySettings.max_inline_backoff
     escalation_delay_s: float = 900.0  # after escalating, time until a person/next rung acts
     max_steps: int = 1000  # safety net for the restart loop
 
@@ -203,6 +206,14 @@ class RecoveryTimelines:
         for w in self.health_waits:
             h.update(repr((w.component, w.needed_s)).encode())
         return h.hexdigest()[:12]
+
+    def lineage(self) -> list[str]:
+        """The recorded incidents (component and time down): what a continued study shares."""
+        return sorted(
+            f"{c.component}@{c.down_at.isoformat()}"
+            for c in self.crash_loops
+            if c.source != "single-crash"  # the same canonical set in every corpus
+        )
 
 
 # -- replays -----------------------------------------------------------------------------------
@@ -577,6 +588,79 @@ def synthetic_crash_loops(
     return out
 
 
+# The common case a tuned policy must not make slower: a crash that one restart heals (or
+# two, when the first comes too early), with start-ups within the default validation wait
+# (a start-up longer than the wait is a validation problem, which health waits inform).
+SINGLE_CRASH_STARTUPS_S = (2.0, 8.0, 20.0)
+SINGLE_CRASH_FIX_AFTER_S = (0.0, 5.0)
+# Added to a trial's cost (times 1 + the seconds lost) when it heals a single crash later than
+# the running settings: larger than any replayed cost, so such a candidate never ranks above
+# the running settings, which are always a trial.
+SINGLE_CRASH_PENALTY = 1e6
+
+
+def single_crashes(start: datetime | None = None) -> tuple[CrashLoop, ...]:
+    """Crashes healed by the first restart or the second, restarted as soon as detected."""
+    t0 = start or datetime(2025, 1, 1, tzinfo=UTC)
+    return tuple(
+        CrashLoop(
+            component="single",
+            down_at=t0 + timedelta(hours=i),
+            fixed_after_s=fix,
+            first_restart_after_s=0.0,
+            startup_s=startup,
+            source="single-crash",
+        )
+        for i, (fix, startup) in enumerate(
+            (f, s) for f in SINGLE_CRASH_FIX_AFTER_S for s in SINGLE_CRASH_STARTUPS_S
+        )
+    )
+
+
+def _single_crash_delays(
+    candidate: RecoveryParams, running: RecoveryParams, settings: ReplaySettings | None
+) -> list[tuple[CrashLoop, float, float]]:
+    """(crash, candidate's time to heal, running's) for each single crash."""
+    return [
+        (
+            loop,
+            replay_crash_loop(loop, candidate, settings).recovered_after_s,
+            replay_crash_loop(loop, running, settings).recovered_after_s,
+        )
+        for loop in single_crashes()
+    ]
+
+
+def slower_on_single_crashes(
+    candidate: RecoveryParams,
+    running: RecoveryParams,
+    settings: ReplaySettings | None = None,
+) -> list[str]:
+    """The single crashes ``candidate`` heals later than ``running`` (empty: none).
+
+    A candidate that wins on long crash loops by waiting longer must not make the common,
+    quick case slower: promotion refuses any candidate this returns something for.
+    """
+    return [
+        f"start-up {loop.startup_s:g} s, fixed after {loop.fixed_after_s:g} s: "
+        f"healed after {ours:.1f} s instead of {theirs:.1f} s"
+        for loop, ours, theirs in _single_crash_delays(candidate, running, settings)
+        if ours > theirs + 1e-6
+    ]
+
+
+def single_crash_excess_s(
+    candidate: RecoveryParams,
+    running: RecoveryParams,
+    settings: ReplaySettings | None = None,
+) -> float:
+    """Seconds ``candidate`` adds, summed over the single crashes it heals later."""
+    return sum(
+        max(ours - theirs, 0.0)
+        for _, ours, theirs in _single_crash_delays(candidate, running, settings)
+    )
+
+
 def synthetic_outages(n: int, seed: int = 0) -> list[DependencyOutage]:
     """Outages of 20 s - 15 min (log-normal, median 2 min) amid 1% background errors, calls at
     0.5-5 per second, 10 minutes before and after."""
@@ -615,15 +699,23 @@ def recovery_study_name(data_tag: str, scope: str = "all") -> str:
     return f"{STUDY_PREFIX}{scope}-v{SPACE_VERSION}-{data_tag}"
 
 
-def recovery_space(timelines: RecoveryTimelines | None = None) -> dict[str, BaseDistribution]:
+def recovery_space(
+    timelines: RecoveryTimelines | None = None, current: RecoveryParams | None = None
+) -> dict[str, BaseDistribution]:
     """The CMA-ES space; only the parameters the timelines can inform.
 
     Backoff and validation wait need crash loops (or health waits for the wait), the breaker
     needs outages; the others stay at their current values, instead of drifting wherever a
-    flat objective lets CMA-ES wander.
+    flat objective lets CMA-ES wander. With ``current``, the first backoff is at most the
+    running settings' wait before a second restart (their validation wait or first backoff,
+    whichever is longer): a longer one could only delay the second restart of a quick crash,
+    which the search refuses anyway (``single_crash_excess_s``), so it is not searched.
     """
+    base_high = 300.0
+    if current is not None:
+        base_high = max(min(current.base, current.cap), current.validation_timeout, 1.5)
     full: dict[str, BaseDistribution] = {
-        "base": FloatDistribution(1.0, 300.0, log=True),
+        "base": FloatDistribution(1.0, base_high, log=True),
         "factor": FloatDistribution(1.0, 4.0),
         "cap": FloatDistribution(10.0, 900.0, log=True),
         "failure_rate_threshold": FloatDistribution(10.0, 100.0),
@@ -659,7 +751,7 @@ def open_recovery_study(
     """
     optuna.logging.set_verbosity(logging.WARNING)
     sampler = optuna.samplers.CmaEsSampler(
-        seed=seed, n_startup_trials=20, popsize=16, warn_independent_sampling=False
+        seed=seed, n_startup_trials=40, popsize=16, warn_independent_sampling=False
     )
     return optuna.create_study(
         study_name=study_name or recovery_study_name(data_tag, scope),
@@ -691,7 +783,10 @@ def _params_from(values: Mapping[str, Any], current: RecoveryParams) -> Recovery
     kw = {k: v for k, v in values.items() if k in known}
     if "permitted_in_half_open" in kw:
         kw["permitted_in_half_open"] = int(kw["permitted_in_half_open"])
-    return replace(current, **kw)
+    params = replace(current, **kw)
+    # A delay is min(cap, base * factor**n): a base above the cap behaves as base = cap, so
+    # say so instead of reporting a first backoff the policy never waits.
+    return replace(params, base=min(params.base, params.cap))
 
 
 def _distance(
@@ -729,20 +824,19 @@ def tune_recovery(
     optuna.logging.set_verbosity(logging.WARNING)
     started = time.monotonic()
     cur = current or RecoveryParams()
-    fingerprint = timelines.fingerprint()
-    known = study.user_attrs.get(_FINGERPRINT_ATTR)
-    if known is None:
-        study.set_user_attr(_FINGERPRINT_ATTR, fingerprint)
-    elif known != fingerprint:
+    lineage = timelines.lineage()
+    known = study.user_attrs.get(_LINEAGE_ATTR)
+    if known and lineage and not set(known) & set(lineage):
         raise ValueError(
-            f"study {study.study_name!r} was run on other timelines (fingerprint {known}, "
-            f"these {fingerprint}); open a study named for these"
+            f"study {study.study_name!r} was run on other timelines (no recorded incident in "
+            f"common: {known[0]} … against {lineage[0]} …); open a study named for these"
         )
+    study.set_user_attr(_LINEAGE_ATTR, lineage)
     stored = study.user_attrs.get(_SPACE_ATTR)
     if stored:
         dims = {k: json_to_distribution(v) for k, v in stored.items()}
     else:
-        dims = recovery_space(timelines)
+        dims = recovery_space(timelines, cur)
         study.set_user_attr(_SPACE_ATTR, {k: distribution_to_json(d) for k, d in dims.items()})
     if not dims:
         raise ValueError("no timelines: nothing to tune")
@@ -762,10 +856,18 @@ def tune_recovery(
             else:
                 assert isinstance(d, FloatDistribution)
                 values[k] = trial.suggest_float(k, d.low, d.high, log=d.log)
-        m = score_recovery(_params_from(values, cur), timelines, weights, settings)
+        params = _params_from(values, cur)
+        m = score_recovery(params, timelines, weights, settings)
         for key in ("restarts", "unavailable_s", "escalations", "misjudged", "failed_calls"):
             trial.set_user_attr(key, m[key])
         trial.set_user_attr("refused_calls", m["refused_calls"])
+        if "base" in dims or "validation_timeout" in dims:
+            # Never trade the common case for the rare one: a candidate that heals a single
+            # crash later than what runs is out of bounds, whatever it saves on long loops.
+            # The penalty grows with the seconds lost, so the search is led back to safety.
+            excess = single_crash_excess_s(params, cur, settings)
+            trial.set_user_attr("single_crash_excess_s", excess)
+            return m["cost"] + (SINGLE_CRASH_PENALTY * (1.0 + excess) if excess > 1e-6 else 0.0)
         return m["cost"]
 
     remaining = None if timeout_s is None else timeout_s - (time.monotonic() - started)
