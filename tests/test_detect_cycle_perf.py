@@ -91,6 +91,7 @@ def _same(a: DetectionResult, b: DetectionResult) -> None:
         {**CYCLE, "history": "20min", "min_points": 30},  # windows that slide
         {**CYCLE, "quantile": 0.99, "margin": 1.0},
         {**CYCLE, "quantile": 0.98, "margin": 1.5},
+        {**CYCLE, "small_sample": 1.0, "history": "20min", "min_points": 30},  # margin per point
         {},  # the library defaults: a season, so the per-series arithmetic on a matrix
     ],
 )

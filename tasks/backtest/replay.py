@@ -14,6 +14,7 @@ as in :func:`evaluate` with ``threshold=0.5``.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -280,3 +281,94 @@ def evaluate(
         thresholds = float(threshold)
     scored = score_replayed(test, thresholds)
     return {key: s.normalized for key, s in scored.items()}
+
+
+# -- out-of-sample evaluation: every choice made without the scored files ----------------------
+
+_FILE_ID = re.compile(r"_[0-9a-f]{6}$")
+
+
+def series_family(key: str) -> str:
+    """The family a NAB file belongs to, from its path alone (no label is read).
+
+    Artificial files form one family per folder; a CloudWatch file's family is its metric
+    kind, the file name without the trailing instance id (``ec2_cpu_utilization_24ae8d`` →
+    ``realAWSCloudwatch/ec2_cpu_utilization``). Files of one family are alike (same metric,
+    same generator), so holding out a whole family is stricter than holding out one file.
+    """
+    category, _, name = key.rpartition("/")
+    if category.startswith("artificial"):
+        return category
+    stem = name.rsplit(".", 1)[0]
+    return f"{category}/{_FILE_ID.sub('', stem)}"
+
+
+def family_folds(files: Sequence[NabFile]) -> list[list[str]]:
+    """Leave-one-family-out folds: one fold per :func:`series_family`, sorted."""
+    folds: dict[str, list[str]] = {}
+    for f in sorted(files, key=lambda f: f.key):
+        folds.setdefault(series_family(f.key), []).append(f.key)
+    return [folds[k] for k in sorted(folds)]
+
+
+@dataclass(frozen=True)
+class OutOfSample:
+    """Scores of a selection made per fold on the other folds only, at threshold 0.5."""
+
+    combined: dict[str, CorpusScore]
+    chosen: tuple[str, ...]  # the candidate chosen for each fold, in fold order
+    folds: tuple[tuple[str, ...], ...]
+
+
+def select_out_of_sample(
+    candidates: Mapping[str, Sequence[Replayed]],
+    folds: Sequence[Sequence[str]],
+    *,
+    criterion: str = "standard",
+    threshold: float = 0.5,
+) -> OutOfSample:
+    """Nested evaluation of "pick the best candidate, then alarm at ``threshold``".
+
+    ``candidates`` maps a name (a detector and its parameters: everything that decides the
+    scores, calibration included) to its replay of every file. For each fold the candidate
+    with the best ``criterion`` score on all *other* folds is chosen (ties: the earlier
+    candidate, so list the simpler ones first) and its replay of the fold is scored at
+    ``threshold`` for every profile. Raw fold scores are added and normalised once over the
+    corpus, as NAB does for totals. Nothing about a scored file is used to score it.
+    """
+    names = list(candidates)
+    if not names:
+        raise ValueError("no candidate to select from")
+    by_name = {n: {r.file.key: r for r in candidates[n]} for n in names}
+    sweeps = {n: {k: r.sweep() for k, r in by_name[n].items()} for n in names}
+    parts: dict[str, list[CorpusScore]] = {key: [] for key in PROFILE_KEYS}
+    chosen = []
+    for i, fold in enumerate(folds):
+        train = [k for j, other in enumerate(folds) if j != i for k in other]
+        best_name, best = names[0], -np.inf
+        for n in names:
+            s = score_corpus([sweeps[n][k] for k in train], threshold, criterion)
+            value = s.raw - s.null  # same files for every candidate: raw order = normalised
+            if value > best + 1e-9:
+                best_name, best = n, value
+        chosen.append(best_name)
+        test = [by_name[best_name][k] for k in fold]
+        for key, s in score_replayed(test, threshold).items():
+            parts[key].append(s)
+    return OutOfSample(
+        combined={key: combine(p) for key, p in parts.items()},
+        chosen=tuple(chosen),
+        folds=tuple(tuple(f) for f in folds),
+    )
+
+
+def select_in_sample(
+    candidates: Mapping[str, Sequence[Replayed]], *, criterion: str = "standard"
+) -> str:
+    """The candidate with the best ``criterion`` score at 0.5 on every file (in sample)."""
+    best_name, best = "", -np.inf
+    for n, results in candidates.items():
+        s = score_replayed(results, 0.5)[criterion]
+        if s.raw - s.null > best + 1e-9:
+            best_name, best = n, s.raw - s.null
+    return best_name

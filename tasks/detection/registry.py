@@ -53,9 +53,13 @@ class DetectorRegistry:
 
 def builtin_detectors() -> list[type[BaseDetector]]:
     from tasks.detection.timeseries.adaptive import AdaptiveThresholdDetector
+    from tasks.detection.timeseries.bocpd import BayesianChangePointDetector
     from tasks.detection.timeseries.default import DefaultDetector
+    from tasks.detection.timeseries.ensemble import EnsembleDetector
     from tasks.detection.timeseries.esd import GeneralizedESDDetector
+    from tasks.detection.timeseries.forecast import ForecastResidualDetector
     from tasks.detection.timeseries.iforest import IsolationForestDetector
+    from tasks.detection.timeseries.relentropy import RelativeEntropyDetector
     from tasks.detection.timeseries.zscore import RobustZScoreDetector
 
     return [
@@ -64,6 +68,10 @@ def builtin_detectors() -> list[type[BaseDetector]]:
         IsolationForestDetector,
         AdaptiveThresholdDetector,
         GeneralizedESDDetector,
+        RelativeEntropyDetector,
+        BayesianChangePointDetector,
+        ForecastResidualDetector,
+        EnsembleDetector,
     ]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -26,18 +26,52 @@ from tasks.severity import severity_from_z
 # usual scrape interval.
 DEFAULT_INTERVAL = pd.Timedelta("5min")
 ALARM = 0.5
+# Steps of the index that define its sampling interval (then fixed: see sampling_interval).
+INTERVAL_STEPS = 32
+# Robust z of a change from a constant trailing window (a step): severity "high".
+STEP_Z = 6.0
 Span: TypeAlias = str | int | pd.Timedelta
 
 
 def sampling_interval(index: pd.Index) -> pd.Timedelta:
-    """Median positive spacing of a DatetimeIndex; repeated timestamps are ignored."""
+    """Median positive spacing of the *first* ``INTERVAL_STEPS`` steps of a DatetimeIndex.
+
+    Only the beginning of the series is read, so the interval (and every span converted with
+    it) is known after ``INTERVAL_STEPS + 1`` distinct timestamps and never changes when later
+    points arrive: scores stay causal to the last row (a file truncated anywhere scores its
+    prefix exactly as the full file does). Repeated timestamps are ignored. The points of this
+    warm-up are scored 0 (:func:`warm_up`).
+    """
     if not isinstance(index, pd.DatetimeIndex) or len(index) < 2:
         return DEFAULT_INTERVAL
-    steps = np.diff(index.as_unit("ns").asi8)
-    steps = steps[steps > 0]
+    head = index[: 4 * INTERVAL_STEPS + 1].as_unit("ns").asi8
+    steps = np.diff(head)
+    steps = steps[steps > 0][:INTERVAL_STEPS]
+    if len(steps) < INTERVAL_STEPS and len(index) > len(head):
+        # Many repeated timestamps at the start: read further, still only the first steps.
+        steps = np.diff(index.as_unit("ns").asi8)
+        steps = steps[steps > 0][:INTERVAL_STEPS]
     if not len(steps):
         return DEFAULT_INTERVAL
     return pd.Timedelta(int(np.median(steps)), unit="ns")
+
+
+def warm_up(scores: np.ndarray, index: pd.Index) -> np.ndarray:
+    """Scores with the points up to the ``INTERVAL_STEPS``-th positive step set to 0.
+
+    Until then the sampling interval is still being learned, so a score there could depend
+    on later points; no detector has enough history to alarm that early anyway.
+    """
+    out = np.array(scores, dtype=float)
+    if not isinstance(index, pd.DatetimeIndex):
+        return out
+    ns = index[: 4 * INTERVAL_STEPS + 1].as_unit("ns").asi8
+    pos = np.flatnonzero(np.diff(ns) > 0)
+    if len(pos) < INTERVAL_STEPS and len(index) > len(ns):
+        pos = np.flatnonzero(np.diff(index.as_unit("ns").asi8) > 0)
+    end = int(pos[INTERVAL_STEPS - 1]) + 2 if len(pos) >= INTERVAL_STEPS else len(out)
+    out[:end] = 0.0
+    return out
 
 
 def to_points(span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
@@ -55,23 +89,37 @@ def lagged(values: np.ndarray, window: int, min_periods: int, stat: str, *args: 
 
 
 def robust_z(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    """The robust z of :func:`robust_z_steps` (steps from a constant window at ``±STEP_Z``)."""
+    return robust_z_steps(values, window, min_periods)[0]
+
+
+def robust_z_steps(
+    values: np.ndarray, window: int, min_periods: int
+) -> tuple[np.ndarray, np.ndarray]:
     """``(x - median) / (1.4826 * MAD)`` against the trailing window (NaN until warm).
 
     The MAD is approximated by the trailing median of absolute deviations from the trailing
     median, which pandas computes in O(n log w); the exact sliding MAD would be O(n w). When
-    the MAD is zero (quantised or flat data) the trailing standard deviation stands in, and a
-    tiny relative floor keeps constant series from dividing by zero.
+    the MAD is zero (quantised or flat data) the trailing standard deviation stands in. When
+    the trailing window was constant, a different value is a change of state (a gauge that
+    flips, a config value that changes): its z is ``±STEP_Z``, not a division by zero, and
+    the second array marks those steps.
     """
     med = lagged(values, window, min_periods, "median")
     dev = np.abs(values - med)
     mad = lagged(dev, window, min_periods, "median")
     std = lagged(values, window, min_periods, "std")
     scale = np.where(mad > 0, 1.4826 * mad, np.nan_to_num(std, nan=0.0))
-    scale = np.maximum(scale, 1e-9 * (1.0 + np.abs(np.nan_to_num(med))))
-    return (values - med) / scale
+    floor = 1e-9 * (1.0 + np.abs(np.nan_to_num(med)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (values - med) / np.maximum(scale, floor)
+        # A series that was constant (a 0/1 gauge, a config value) and now moves has changed
+        # state: that is a step of known size, not a division by a zero spread.
+        step = (scale <= floor) & (values != med) & np.isfinite(values - med)
+        return np.where(step, np.sign(values - med) * STEP_Z, z), step
 
 
-def calibrate(excess: np.ndarray, alarm_at: float) -> np.ndarray:
+def calibrate(excess: np.ndarray, alarm_at: float | np.ndarray) -> np.ndarray:
     """Map a non-negative "how anomalous" measure to [0, 1) with 0.5 exactly at ``alarm_at``.
 
     ``x / (x + alarm_at)`` is monotone, so NAB's threshold sweep sees the same ordering as the
@@ -115,7 +163,11 @@ class SeriesDetector(BaseDetector):
 
     Subclasses implement :meth:`_score_values` and :meth:`_history_span`. ``score`` without a
     prior ``fit`` behaves as if fitted on an empty history, which is what the backtester does.
+    A subclass whose spans are plain point counts sets ``learns_interval = False``: it does not
+    need the warm-up in which the sampling interval is learned.
     """
+
+    learns_interval: ClassVar[bool] = True
 
     def _history_span(self, interval: pd.Timedelta) -> int:
         """How many history points the scoring pass needs (the tail kept by ``fit``)."""
@@ -153,6 +205,8 @@ class SeriesDetector(BaseDetector):
         if len(window) == 0:
             return DetectionResult(pd.Series(dtype=float, index=window.index), [])
         scored = self._score_values(values, both.index, start)
+        if self.learns_interval:
+            scored = Scored(warm_up(scored.scores, both.index), scored.z, scored.details)
         extra = {k: np.asarray(v[start:]) for k, v in (scored.details or {}).items()}
         return self._result(window, values[start:], scored.scores[start:], scored.z[start:], extra)
 

@@ -62,6 +62,8 @@ class WindowedGaussianDetector(SeriesDetector):
 
     name = "windowed_gaussian"
 
+    learns_interval = False  # windows are point counts, as in NAB
+
     def __init__(self, window: int = 6400, step: int = 100, alarm_z: float = 4.0) -> None:
         self.window = window
         self.step = step

@@ -47,6 +47,10 @@ class _Forest:
     forest: IsolationForest
     high: float
     median: float
+    # Features that were constant in training, and their value: a forest cannot split on
+    # them, so a point that leaves such a constant is scored as a step by hand.
+    constant: np.ndarray
+    constant_value: np.ndarray
 
 
 class IsolationForestDetector(ChunkedModelDetector):
@@ -124,10 +128,13 @@ class IsolationForestDetector(ChunkedModelDetector):
             random_state=self.random_state,
         ).fit(feats)
         train_scores = -forest.score_samples(feats)
+        lo, hi = feats.min(axis=0), feats.max(axis=0)
         return _Forest(
             forest,
             float(np.quantile(train_scores, self.quantile)),
             float(np.median(train_scores)),
+            constant=hi - lo <= 1e-9 * (1.0 + np.abs(hi)),
+            constant_value=hi,
         )
 
     def _apply(
@@ -141,6 +148,11 @@ class IsolationForestDetector(ChunkedModelDetector):
         if ok.any():
             raw = -model.forest.score_samples(feats[ok])
             out[ok] = (raw - model.high) / max(model.high - model.median, 1e-9)
+            if model.constant.any():
+                const = feats[:, model.constant]
+                tol = 1e-9 * (1.0 + np.abs(model.constant_value[model.constant]))
+                left = (np.abs(const - model.constant_value[model.constant]) > tol).any(axis=1)
+                out[ok & left] = np.fmax(out[ok & left], 4.0 * self.margin)
         return out
 
     def _score_values(self, values: np.ndarray, index: pd.Index, start: int) -> Scored:

@@ -17,7 +17,7 @@ from tasks.detection.timeseries._common import (
     Span,
     calibrate,
     refractory,
-    robust_z,
+    robust_z_steps,
     sampling_interval,
     to_points,
 )
@@ -58,6 +58,9 @@ class RobustZScoreDetector(SeriesDetector):
 
     def _score_values(self, values: np.ndarray, index: pd.Index, start: int) -> Scored:
         interval = sampling_interval(index)
-        z = robust_z(values, to_points(self.window, interval, minimum=2), max(self.min_points, 2))
-        scores = calibrate(np.abs(z), self.threshold)
+        z, step = robust_z_steps(
+            values, to_points(self.window, interval, minimum=2), max(self.min_points, 2)
+        )
+        # A step out of a constant window is a change of state: it alarms whatever threshold.
+        scores = calibrate(np.where(step, np.inf, np.abs(z)), self.threshold)
         return Scored(refractory(scores, to_points(self.refractory, interval, minimum=0)), z)
