@@ -146,7 +146,8 @@ def detect_shards_on_dask(db_url: str, plans: list[ShardPlan], address: str) -> 
             "pip install 'selfheal[dask]'"
         ) from None
     runner = DaskTaskRunner(address=address)
-    return detect_shards_flow.with_options(task_runner=runner)(db_url, plans)
+    # prefect-dask's runner is a TaskRunner at run time; its stubs do not say so.
+    return detect_shards_flow.with_options(task_runner=runner)(db_url, plans)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -212,7 +213,7 @@ def persist_detection(
         reopened=len(outcome.reopened),
         resolved=len(outcome.resolved),
         anomalies_stored=stored,
-        resolved_ids=[outcome.issues[fp].id for fp in outcome.resolved if outcome.issues[fp].id],
+        resolved_ids=[rid for fp in outcome.resolved if (rid := outcome.issues[fp].id) is not None],
     )
 
 
