@@ -24,7 +24,13 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
         comp: dict[str, Any] = {
             "metrics_url": f"{svc.url}/metrics",
             "log_paths": [str(svc.log_path)],
-            "health": {"url": f"{svc.url}/health", "timeout": 1.0},
+            "health": {
+                "url": f"{svc.url}/health",
+                "timeout": 1.0,
+                # The component's own gauge of how well its settings suit its workload:
+                # the fitness of reconfiguration and of the genetic search.
+                "score_metric": "hms_health_score",
+            },
             "restart_command": {"argv": svc.restart_argv, "timeout": 20},
             "parameters": PARAMETERS,
             "reconfigure": {"json_file": str(svc.config_path)},
@@ -78,6 +84,8 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
             "validation_poll": 0.5,
             "settle_time": 1.5,
             "measure_time": 2,
+            # The genetic rung: at most 30 trials of ~4 s each (settle + measure).
+            "genetic_trials": 30,
             "max_inline_backoff": 10,
             "cooldown": 20,
             "min_severity": "medium",

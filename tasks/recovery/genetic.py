@@ -1,22 +1,49 @@
-"""Genetic search of recovery parameters with Optuna's ask/tell interface.
+"""Genetic search of recovery parameters with Optuna's ask/tell interface, run safely.
 
-Each recovery runs ``genetic_trials`` trials: ask the sampler for values, apply them,
-measure health (the fitness), tell the result. The study lives in the same database
-(Optuna's RDB storage), named after the component, so it continues across recoveries
-and processes. CMA-ES samples continuous spaces of two or more parameters; NSGA-II is
-used when several goals compete (error ratio and latency as separate objectives); a
-single parameter uses TPE. After the trials the best values known to the study are
-applied and the issue is validated.
+A search tries configurations one at a time on the live component: ask the sampler for
+values (always inside the declared bounds), apply them, let them settle for
+``settle_time``, measure health over ``measure_time`` (the fitness: the component's
+``score_metric`` when it reports one), tell the result. Safety while searching:
+
+- every trial is clipped to the declared bounds and steps before it is applied;
+- one trial at a time per component (the coordinator runs one recovery per component,
+  and a search applies its trials sequentially);
+- a trial whose score is more than ``worse_margin`` below the starting score is rolled
+  back to the starting values at once, before anything else happens;
+- the search has a trial budget (``genetic_trials``) and a time budget, and stops early
+  once the score is back in its pre-incident range (the score metric's stored history
+  before the issue began);
+- every trial is a recorded action and an audit row (``executed`` with its trial number),
+  and runs through ``step_runner`` (the recover flow makes each one a Prefect task run).
+
+At the end the best configuration measured is applied when it beat the start, else the
+starting values are restored; then the issue is validated.
+
+Learning across incidents: the study is stored in our database (Optuna's RDB storage)
+and named after the component and the kind of issue, so it continues across recoveries
+and processes. A new search first re-tries the best configuration the study knows
+(``enqueue_trial``), and CMA-ES resumes from the population its stored trials left. CMA-ES
+samples spaces of two or more parameters (on a log scale for parameters spanning a
+factor of ten or more); NSGA-II is used when error ratio and latency are separate
+objectives; a single parameter uses TPE.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar
 
+import numpy as np
 import optuna
+import pandas as pd
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
 
+from storage.audit import audit
+from storage.metrics import read_samples
 from tasks.recovery.base import (
     ComponentSpec,
     IssueInfo,
@@ -25,53 +52,149 @@ from tasks.recovery.base import (
     RecoveryContext,
     RecoveryStrategy,
 )
-from tasks.recovery.health import HealthMeasure, measure
-from tasks.recovery.params import apply_and_record, current_values
+from tasks.recovery.health import HealthMeasure, check_health, measure
+from tasks.recovery.params import apply_and_record, clip_values, current_values, defaults
 from tasks.recovery.validate import validate_fix
 
 STUDY_PREFIX = "selfheal-genetic-"
+WORSE_MARGIN = 0.05  # a trial this far below the starting score is rolled back at once
+RANGE_MARGIN = 0.25  # of the pre-incident spread, below its 1st percentile
+BASELINE = timedelta(hours=1)
+T = TypeVar("T")
+
+
+def _log_scale(lo: float, hi: float) -> bool:
+    return lo > 0 and hi / lo >= 10
 
 
 def distributions(comp: ComponentSpec) -> dict[str, BaseDistribution]:
     out: dict[str, BaseDistribution] = {}
     for name, p in sorted(comp.parameters.items()):
+        step = p.step
         if p.type == "int":
-            out[name] = IntDistribution(int(p.min), int(p.max), step=int(p.step or 1))
+            istep = int(step or 1)
+            log = istep == 1 and _log_scale(p.min, p.max)
+            out[name] = IntDistribution(int(p.min), int(p.max), log=log, step=istep)
         else:
-            out[name] = FloatDistribution(p.min, p.max, step=p.step)
+            log = step is None and _log_scale(p.min, p.max)
+            out[name] = FloatDistribution(p.min, p.max, log=log, step=step)
     return out
+
+
+def describe_bounds(comp: ComponentSpec) -> str:
+    return ", ".join(f"{k} [{p.min:g}, {p.max:g}]" for k, p in sorted(comp.parameters.items()))
 
 
 def optuna_storage_url(ctx: RecoveryContext) -> str:
     return ctx.engine.url.render_as_string(hide_password=False)
 
 
-def open_study(
-    comp: ComponentSpec, ctx: RecoveryContext, objectives: int = 1, seed: int | None = None
-) -> optuna.Study:
-    """The component's study (created on first use, continued afterwards)."""
-    optuna.logging.set_verbosity(logging.WARNING)
-    dims = distributions(comp)
+def study_name(component: str, kind: str, objectives: int = 1) -> str:
+    return f"{STUDY_PREFIX}{component}-{kind}" + ("-pareto" if objectives > 1 else "")
+
+
+def make_sampler(
+    n_params: int, objectives: int = 1, seed: int | None = None
+) -> tuple[optuna.samplers.BaseSampler, str]:
     if objectives > 1:
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.NSGAIISampler(
-            population_size=8, seed=seed
+        return optuna.samplers.NSGAIISampler(population_size=8, seed=seed), "NSGA-II"
+    if n_params >= 2:
+        # Starts at the centre of the (log-scaled) box, a sixth of its width wide.
+        return (
+            optuna.samplers.CmaEsSampler(
+                seed=seed, n_startup_trials=0, warn_independent_sampling=False
+            ),
+            "CMA-ES",
         )
-        directions: list[Literal["minimize", "maximize"]] = ["minimize"] * objectives
-    elif len(dims) >= 2:
-        sampler = optuna.samplers.CmaEsSampler(
-            seed=seed, n_startup_trials=2, warn_independent_sampling=False
-        )
-        directions = ["maximize"]
-    else:
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=3)
-        directions = ["maximize"]
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3), "TPE"
+
+
+def open_study(
+    comp: ComponentSpec,
+    ctx: RecoveryContext,
+    objectives: int = 1,
+    seed: int | None = None,
+    kind: str = "metric",
+    storage: str | optuna.storages.BaseStorage | None = None,
+) -> optuna.Study:
+    """The study of (component, kind of issue): created on first use, continued after."""
+    optuna.logging.set_verbosity(logging.WARNING)
+    sampler, _ = make_sampler(len(comp.parameters), objectives, seed)
+    directions: list[Literal["minimize", "maximize"]] = (
+        ["minimize"] * objectives if objectives > 1 else ["maximize"]
+    )
     return optuna.create_study(
-        study_name=f"{STUDY_PREFIX}{comp.name}" + ("-pareto" if objectives > 1 else ""),
-        storage=optuna_storage_url(ctx),
+        study_name=study_name(comp.name, kind, objectives),
+        storage=storage if storage is not None else optuna_storage_url(ctx),
         sampler=sampler,
         directions=directions,
         load_if_exists=True,
     )
+
+
+def best_known(study: optuna.Study) -> tuple[dict[str, float], float] | None:
+    """The best completed trial of a single-objective study: (values, score)."""
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if t.values is not None and len(t.values) == 1
+    ]
+    if not done:
+        return None
+    best = max(done, key=lambda t: t.values[0])
+    return {k: float(v) for k, v in best.params.items()}, float(best.values[0])
+
+
+def pre_incident_floor(
+    engine: Any, component: str, metric: str, first_seen: datetime
+) -> float | None:
+    """The lower end of the score metric's usual range before the issue began."""
+    samples = read_samples(
+        engine,
+        pd.Timestamp(first_seen - BASELINE),
+        pd.Timestamp(first_seen),
+        component=component,
+        metric=metric,
+    )
+    if len(samples) < 5:
+        return None
+    v = samples["value"].to_numpy(float)
+    lo, hi = np.quantile(v, 0.01), np.quantile(v, 0.99)
+    return float(lo - RANGE_MARGIN * (hi - lo))
+
+
+@dataclass
+class TrialRecord:
+    number: int
+    values: dict[str, float]
+    score: float | None
+    rolled_back: bool = False
+    error: str | None = None
+
+
+@dataclass
+class SearchResult:
+    start_values: dict[str, float]
+    start_score: float
+    best_values: dict[str, float]
+    best_score: float
+    target: float | None
+    stop_reason: str
+    warm_start: dict[str, float] | None = None
+    trials: list[TrialRecord] = field(default_factory=list)
+
+    def as_details(self) -> dict[str, Any]:
+        return {
+            "values": self.best_values,
+            "trials": len(self.trials),
+            "start_score": round(self.start_score, 4),
+            "best_score": round(self.best_score, 4),
+            "target": None if self.target is None else round(self.target, 4),
+            "stop": self.stop_reason,
+            "warm_start": self.warm_start,
+            "rolled_back": sum(t.rolled_back for t in self.trials),
+            "history": [asdict(t) for t in self.trials],
+        }
 
 
 def _objectives(m: HealthMeasure, multi: bool) -> float | list[float]:
@@ -83,77 +206,250 @@ def _objectives(m: HealthMeasure, multi: bool) -> float | list[float]:
     ]
 
 
+def _direct(name: str, fn: Callable[[], T]) -> T:
+    return fn()
+
+
 class GeneticStrategy(RecoveryStrategy):
-    """Parameters: ``multi_objective`` makes error ratio and latency separate goals."""
+    """Parameters: ``multi_objective`` makes error ratio and latency separate goals;
+    ``time_budget_s`` bounds a search (default: the trial budget's settle + measure
+    windows, twice over); ``worse_margin`` is the rollback rule; ``step_runner`` runs each
+    trial (``step_runner(name, fn)``; the recover flow passes one that makes a task run)."""
 
     name = "genetic"
     rung = 4
 
-    def __init__(self, multi_objective: bool = False, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        multi_objective: bool = False,
+        seed: int | None = None,
+        time_budget_s: float | None = None,
+        worse_margin: float = WORSE_MARGIN,
+        step_runner: Callable[[str, Callable[[], Any]], Any] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.multi_objective = multi_objective
         self.seed = seed
+        self.time_budget_s = time_budget_s
+        self.worse_margin = worse_margin
+        self.step_runner = step_runner or _direct
+        self.monotonic = monotonic
 
+    # -- ladder ----------------------------------------------------------------------
     def applicable(self, issue: IssueInfo, ctx: RecoveryContext) -> str | None:
         comp = ctx.components.get(issue.component)
         if comp is None or not comp.parameters or comp.reconfigure is None:
             return "no tunable parameters with a reconfigure hook"
         return None
 
+    def rung_for(self, issue: IssueInfo, ctx: RecoveryContext) -> float:
+        """First when the evidence says the workload changed, not the component: it
+        answers its health check and runs a configuration we chose (the declared defaults
+        or the best our study knows), yet its own score is below its pre-incident range.
+        A restart would keep the workload, and going back to defaults changes nothing."""
+        comp = ctx.components.get(issue.component)
+        first_seen = issue.details.get("first_seen")
+        metric = comp.health.score_metric if comp is not None else None
+        if (
+            comp is None
+            or metric is None
+            or not comp.parameters
+            or comp.reconfigure is None
+            or not isinstance(first_seen, datetime)
+        ):
+            return float(self.rung)
+        current = current_values(comp)
+        chosen = [defaults(comp)]
+        known = self._best_known(comp, ctx, issue.kind)
+        if known is not None:
+            chosen.append(clip_values(comp, known[0]))
+        if not any(all(abs(current[k] - c[k]) <= 1e-9 for k in current) for c in chosen):
+            return float(self.rung)  # a configuration change: reconfigure's case
+        floor = pre_incident_floor(ctx.engine, comp.name, metric, first_seen)
+        if floor is None or not check_health(comp.health, comp.name).ok:
+            return float(self.rung)
+        m = measure(comp.health, 0.0, comp.name, sleep=ctx.sleep)
+        return 0.4 if m.score < floor else float(self.rung)
+
+    def _best_known(
+        self, comp: ComponentSpec, ctx: RecoveryContext, kind: str
+    ) -> tuple[dict[str, float], float] | None:
+        try:
+            study = optuna.load_study(
+                study_name=study_name(comp.name, kind), storage=optuna_storage_url(ctx)
+            )
+        except KeyError:
+            return None
+        return best_known(study)
+
+    # -- plan ------------------------------------------------------------------------
+    def budget_s(self, ctx: RecoveryContext) -> float:
+        if self.time_budget_s is not None:
+            return self.time_budget_s
+        s = ctx.settings
+        return 2.0 * s.genetic_trials * (s.settle_time + s.measure_time + 1.0)
+
     def plan(self, issue: IssueInfo, ctx: RecoveryContext) -> Plan:
         comp = ctx.component(issue.component)
-        kind = (
-            "NSGA-II"
-            if self.multi_objective
-            else ("CMA-ES" if len(comp.parameters) >= 2 else "TPE")
+        s = ctx.settings
+        objectives = 2 if self.multi_objective else 1
+        _, kind = make_sampler(len(comp.parameters), objectives)
+        known = None if self.multi_objective else self._best_known(comp, ctx, issue.kind)
+        start = (
+            f"starting from the best settings known for this kind of issue "
+            f"({_fmt(known[0])}, score {known[1]:.3f})"
+            if known
+            else "from scratch (no earlier search of this kind)"
+        )
+        action = (
+            f"search {describe_bounds(comp)} of {comp.name} with {kind}, {start}: at most "
+            f"{s.genetic_trials} trials or {self.budget_s(ctx):.0f} s, one at a time, each "
+            f"settled {s.settle_time:g} s and measured {s.measure_time:g} s; a trial scoring "
+            f"more than {self.worse_margin:g} below the starting score is rolled back at "
+            f"once; stops early when the score is back in its pre-incident range; then "
+            f"keeps the best settings measured, or restores the starting ones if none did "
+            f"better"
         )
         return Plan(
             self.name,
             comp.name,
-            f"search {', '.join(sorted(comp.parameters))} of {comp.name} with {kind}: "
-            f"{ctx.settings.genetic_trials} trials, then apply the best values found",
-            {"parameters": sorted(comp.parameters), "sampler": kind},
+            action,
+            {
+                "parameters": sorted(comp.parameters),
+                "bounds": {k: [p.min, p.max] for k, p in sorted(comp.parameters.items())},
+                "sampler": kind,
+                "max_trials": s.genetic_trials,
+                "time_budget_s": self.budget_s(ctx),
+                "worse_margin": self.worse_margin,
+                "study": study_name(comp.name, issue.kind, objectives),
+                "warm_start": known[0] if known else None,
+            },
         )
 
-    def run_trials(self, comp: ComponentSpec, ctx: RecoveryContext, n: int) -> optuna.Study:
-        study = open_study(comp, ctx, 2 if self.multi_objective else 1, self.seed)
+    # -- search ----------------------------------------------------------------------
+    def search(self, comp: ComponentSpec, issue: IssueInfo, ctx: RecoveryContext) -> SearchResult:
+        s = ctx.settings
+        multi = self.multi_objective
+        start_values = current_values(comp)
+        start = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
+        first_seen = issue.details.get("first_seen")
+        target = (
+            pre_incident_floor(ctx.engine, comp.name, comp.health.score_metric, first_seen)
+            if comp.health.score_metric and isinstance(first_seen, datetime)
+            else None
+        )
+        study = open_study(comp, ctx, 2 if multi else 1, self.seed, issue.kind)
         dims = distributions(comp)
-        for _ in range(n):
-            trial = study.ask(dims)
-            values = {k: float(v) for k, v in trial.params.items()}
-            applied = apply_and_record(comp, values, ctx, trial=trial.number)
-            if not applied.ok:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                continue
-            ctx.sleep(ctx.settings.settle_time)
-            m = measure(comp.health, ctx.settings.measure_time, comp.name, sleep=ctx.sleep)
-            study.tell(trial, _objectives(m, self.multi_objective))
-        return study
+        warm = None if multi else best_known(study)
+        if warm is not None:
+            study.enqueue_trial(clip_values(comp, warm[0]), skip_if_exists=False)
+        result = SearchResult(
+            start_values,
+            start.score,
+            dict(start_values),
+            start.score,
+            target,
+            "trial budget",
+            warm[0] if warm else None,
+        )
+        deadline = self.monotonic() + self.budget_s(ctx)
+        for i in range(s.genetic_trials):
+            if self.monotonic() >= deadline:
+                result.stop_reason = "time budget"
+                break
+            record = self.step_runner(
+                f"genetic-trial-{i + 1}",
+                lambda n=i + 1: self._trial(comp, issue, ctx, study, dims, n, result),
+            )
+            result.trials.append(record)
+            if (
+                target is not None
+                and not multi
+                and record.score is not None
+                and not record.rolled_back
+                and record.score >= target
+            ):
+                result.stop_reason = "score back in its pre-incident range"
+                break
+        return result
+
+    def _trial(
+        self,
+        comp: ComponentSpec,
+        issue: IssueInfo,
+        ctx: RecoveryContext,
+        study: optuna.Study,
+        dims: dict[str, BaseDistribution],
+        number: int,
+        result: SearchResult,
+    ) -> TrialRecord:
+        s = ctx.settings
+        trial = study.ask(dims)
+        values = clip_values(comp, {k: float(v) for k, v in trial.params.items()})
+        applied = apply_and_record(comp, values, ctx, "trial", trial=number)
+        if not applied.ok:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            record = TrialRecord(number, values, None, error=applied.detail)
+            self._audit(ctx, issue, record)
+            return record
+        ctx.sleep(s.settle_time)
+        m = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
+        study.tell(trial, _objectives(m, self.multi_objective))
+        record = TrialRecord(number, values, round(m.score, 4))
+        if m.score < result.start_score - self.worse_margin:
+            apply_and_record(
+                comp,
+                result.start_values,
+                ctx,
+                "rollback",
+                trial=number,
+                reason=f"score {m.score:.3f} below the start {result.start_score:.3f}",
+            )
+            record.rolled_back = True
+        elif m.score > result.best_score:
+            result.best_score, result.best_values = m.score, values
+        self._audit(ctx, issue, record)
+        return record
+
+    def _audit(self, ctx: RecoveryContext, issue: IssueInfo, record: TrialRecord) -> None:
+        with ctx.engine.begin() as conn:
+            audit(
+                conn,
+                "executed",
+                issue_id=issue.id,
+                recovery_id=ctx.recovery_id,
+                component=issue.component,
+                strategy=self.name,
+                trial=record.number,
+                values=record.values,
+                score=record.score,
+                rolled_back=record.rolled_back,
+                error=record.error,
+            )
 
     def best_values(self, study: optuna.Study) -> dict[str, float] | None:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not done:
             return None
         if self.multi_objective:
-            front = study.best_trials
-            best = min(front, key=lambda t: sum(t.values))
-        else:
-            best = max(done, key=lambda t: t.value if t.value is not None else float("-inf"))
-        return {k: float(v) for k, v in best.params.items()}
+            best = min(study.best_trials, key=lambda t: sum(t.values))
+            return {k: float(v) for k, v in best.params.items()}
+        known = best_known(study)
+        return known[0] if known else None
 
     def execute(self, plan: Plan, issue: IssueInfo, ctx: RecoveryContext) -> Outcome:
         comp = ctx.component(plan.target)
-        original = current_values(comp)
-        before = measure(comp.health, ctx.settings.measure_time, comp.name, sleep=ctx.sleep)
-        study = self.run_trials(comp, ctx, ctx.settings.genetic_trials)
-        best = self.best_values(study) or original
-        apply_and_record(comp, best, ctx, why="best of the study")
+        result = self.search(comp, issue, ctx)
+        final = result.best_values
+        why = (
+            "best of the search"
+            if result.best_score > result.start_score
+            else "no trial beat the start: starting values restored"
+        )
+        apply_and_record(comp, final, ctx, why=why)
         ctx.sleep(ctx.settings.settle_time)
-        validation = validate_fix(issue, comp, ctx, before.error_ratio)
-        details: dict[str, Any] = {
-            "values": best,
-            "trials": len(study.trials),
-            "study": study.study_name,
-        }
+        validation = validate_fix(issue, comp, ctx, None)
+        details = {**result.as_details(), "study": plan.parameters.get("study")}
         if validation.ok:
             return Outcome(True, self.name, validation=validation.as_dict(), details=details)
         return Outcome(
@@ -163,3 +459,7 @@ class GeneticStrategy(RecoveryStrategy):
             validation=validation.as_dict(),
             details=details,
         )
+
+
+def _fmt(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(values.items()))
