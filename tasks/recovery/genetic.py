@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import numpy as np
@@ -210,6 +211,90 @@ def _direct(name: str, fn: Callable[[], T]) -> T:
     return fn()
 
 
+def _never() -> bool:
+    return False
+
+
+def _ignore(record: TrialRecord) -> None:
+    return None
+
+
+def run_search(
+    study: optuna.Study,
+    dims: dict[str, BaseDistribution],
+    clip: Callable[[dict[str, float]], dict[str, float]],
+    try_values: Callable[[int, dict[str, float]], HealthMeasure | str],
+    roll_back: Callable[[int, float], None],
+    *,
+    start_values: dict[str, float],
+    start_score: float,
+    target: float | None,
+    max_trials: int,
+    out_of_time: Callable[[], bool] = _never,
+    worse_margin: float = WORSE_MARGIN,
+    multi: bool = False,
+    warm_start: bool = True,
+    step_runner: Callable[[str, Callable[[], Any]], Any] = _direct,
+    on_trial: Callable[[TrialRecord], None] = _ignore,
+) -> SearchResult:
+    """The search loop, apart from how values are applied and measured (``try_values``
+    applies, settles and measures, or returns why it could not apply; ``roll_back``
+    restores the starting values). ``bench.genetic`` runs it on the simulated surface.
+
+    Trials are sequential; each is clipped to the bounds; one scoring more than
+    ``worse_margin`` below ``start_score`` is rolled back before the next is asked for;
+    the loop stops after ``max_trials``, when ``out_of_time()``, or when a trial reaches
+    ``target`` (the pre-incident range). With ``warm_start`` the best configuration the
+    study knows is tried first."""
+    warm = best_known(study) if warm_start and not multi else None
+    if warm is not None:
+        study.enqueue_trial(clip(warm[0]), skip_if_exists=False)
+    result = SearchResult(
+        dict(start_values),
+        start_score,
+        dict(start_values),
+        start_score,
+        target,
+        "trial budget",
+        warm[0] if warm else None,
+    )
+
+    def one(number: int) -> TrialRecord:
+        trial = study.ask(dims)
+        values = clip({k: float(v) for k, v in trial.params.items()})
+        measured = try_values(number, values)
+        if isinstance(measured, str):
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            return TrialRecord(number, values, None, error=measured)
+        study.tell(trial, _objectives(measured, multi))
+        record = TrialRecord(number, values, round(measured.score, 4))
+        if measured.score < start_score - worse_margin:
+            roll_back(number, measured.score)
+            record.rolled_back = True
+        elif measured.score > result.best_score:
+            result.best_score, result.best_values = measured.score, values
+        return record
+
+    for i in range(max_trials):
+        if out_of_time():
+            result.stop_reason = "time budget"
+            break
+        number = i + 1
+        record: TrialRecord = step_runner(f"genetic-trial-{number}", partial(one, number))
+        result.trials.append(record)
+        on_trial(record)
+        if (
+            target is not None
+            and not multi
+            and record.score is not None
+            and not record.rolled_back
+            and record.score >= target
+        ):
+            result.stop_reason = "score back in its pre-incident range"
+            break
+    return result
+
+
 class GeneticStrategy(RecoveryStrategy):
     """Parameters: ``multi_objective`` makes error ratio and latency separate goals;
     ``time_budget_s`` bounds a search (default: the trial budget's settle + measure
@@ -339,77 +424,41 @@ class GeneticStrategy(RecoveryStrategy):
             else None
         )
         study = open_study(comp, ctx, 2 if multi else 1, self.seed, issue.kind)
-        dims = distributions(comp)
-        warm = None if multi else best_known(study)
-        if warm is not None:
-            study.enqueue_trial(clip_values(comp, warm[0]), skip_if_exists=False)
-        result = SearchResult(
-            start_values,
-            start.score,
-            dict(start_values),
-            start.score,
-            target,
-            "trial budget",
-            warm[0] if warm else None,
-        )
-        deadline = self.monotonic() + self.budget_s(ctx)
-        for i in range(s.genetic_trials):
-            if self.monotonic() >= deadline:
-                result.stop_reason = "time budget"
-                break
-            record = self.step_runner(
-                f"genetic-trial-{i + 1}",
-                lambda n=i + 1: self._trial(comp, issue, ctx, study, dims, n, result),
-            )
-            result.trials.append(record)
-            if (
-                target is not None
-                and not multi
-                and record.score is not None
-                and not record.rolled_back
-                and record.score >= target
-            ):
-                result.stop_reason = "score back in its pre-incident range"
-                break
-        return result
 
-    def _trial(
-        self,
-        comp: ComponentSpec,
-        issue: IssueInfo,
-        ctx: RecoveryContext,
-        study: optuna.Study,
-        dims: dict[str, BaseDistribution],
-        number: int,
-        result: SearchResult,
-    ) -> TrialRecord:
-        s = ctx.settings
-        trial = study.ask(dims)
-        values = clip_values(comp, {k: float(v) for k, v in trial.params.items()})
-        applied = apply_and_record(comp, values, ctx, "trial", trial=number)
-        if not applied.ok:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            record = TrialRecord(number, values, None, error=applied.detail)
-            self._audit(ctx, issue, record)
-            return record
-        ctx.sleep(s.settle_time)
-        m = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
-        study.tell(trial, _objectives(m, self.multi_objective))
-        record = TrialRecord(number, values, round(m.score, 4))
-        if m.score < result.start_score - self.worse_margin:
+        def try_values(number: int, values: dict[str, float]) -> HealthMeasure | str:
+            applied = apply_and_record(comp, values, ctx, "trial", trial=number)
+            if not applied.ok:
+                return applied.detail
+            ctx.sleep(s.settle_time)
+            return measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
+
+        def roll_back(number: int, score: float) -> None:
             apply_and_record(
                 comp,
-                result.start_values,
+                start_values,
                 ctx,
                 "rollback",
                 trial=number,
-                reason=f"score {m.score:.3f} below the start {result.start_score:.3f}",
+                reason=f"score {score:.3f} more than {self.worse_margin:g} below the start",
             )
-            record.rolled_back = True
-        elif m.score > result.best_score:
-            result.best_score, result.best_values = m.score, values
-        self._audit(ctx, issue, record)
-        return record
+
+        deadline = self.monotonic() + self.budget_s(ctx)
+        return run_search(
+            study,
+            distributions(comp),
+            lambda v: clip_values(comp, v),
+            try_values,
+            roll_back,
+            start_values=start_values,
+            start_score=start.score,
+            target=target,
+            max_trials=s.genetic_trials,
+            out_of_time=lambda: self.monotonic() >= deadline,
+            worse_margin=self.worse_margin,
+            multi=multi,
+            step_runner=self.step_runner,
+            on_trial=lambda record: self._audit(ctx, issue, record),
+        )
 
     def _audit(self, ctx: RecoveryContext, issue: IssueInfo, record: TrialRecord) -> None:
         with ctx.engine.begin() as conn:
