@@ -84,8 +84,8 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
             "validation_poll": 0.5,
             "settle_time": 1.5,
             "measure_time": 2,
-            # The genetic rung: at most 30 trials of ~4 s each (settle + measure).
-            "genetic_trials": 30,
+            # The genetic rung: at most 40 trials of ~4 s each (settle + measure).
+            "genetic_trials": 40,
             "max_inline_backoff": 10,
             "cooldown": 20,
             "min_severity": "medium",

@@ -42,7 +42,7 @@ BROAD = 0.4  # share of the wide basin (the gradient a search can follow from af
 BASIN = 3.0  # its width, in units of the narrow region's width
 NOISE_SD = 0.01  # of the gauge, relative
 # In coupled log2 coordinates: the width of the good region along each axis.
-WIDTH = {"pool_size": 1.75, "cache_size": 2.25, "timeout_ms": 2.0}
+WIDTH = {"pool_size": 2.45, "cache_size": 3.15, "timeout_ms": 2.8}
 OPTIMA: dict[str, dict[str, float]] = {
     "normal": dict(DEFAULTS),
     "shifted": {"pool_size": 20.0, "cache_size": 1024.0, "timeout_ms": 1600.0},
