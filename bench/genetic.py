@@ -47,7 +47,14 @@ from optuna.distributions import BaseDistribution
 
 from flows.demo.platform import surface
 from tasks.recovery.base import ComponentSpec, ParameterSpec, ReconfigureSpec
-from tasks.recovery.genetic import distributions, make_sampler, run_search, study_name
+from tasks.recovery.genetic import (
+    FLOOR_SPREADS,
+    MIN_SPREAD,
+    distributions,
+    make_sampler,
+    run_search,
+    study_name,
+)
 from tasks.recovery.health import HealthMeasure
 from tasks.recovery.params import clip_values
 from tasks.recovery.reconfigure import DEFAULT_RULES, _matches
@@ -137,8 +144,10 @@ def regret(trace: list[tuple[float, float]], budget: int) -> float:
 def pre_incident_floor(rng: random.Random, n: int = 120) -> float:
     """As the strategy computes it, from gauge samples of the defaults in the normal mix."""
     v = np.array([surface.noisy_score(surface.DEFAULTS, "normal", rng) for _ in range(n)])
-    lo, hi = np.quantile(v, 0.01), np.quantile(v, 0.99)
-    return float(lo - 0.25 * (hi - lo))
+    center = float(np.quantile(v, 0.75))
+    upper = v[v >= np.median(v)]
+    spread = max(1.4826 * float(np.median(np.abs(upper - center))), MIN_SPREAD * abs(center))
+    return center - FLOOR_SPREADS * spread
 
 
 def incident(

@@ -59,7 +59,8 @@ from tasks.recovery.validate import validate_fix
 
 STUDY_PREFIX = "selfheal-genetic-"
 WORSE_MARGIN = 0.05  # a trial this far below the starting score is rolled back at once
-RANGE_MARGIN = 0.25  # of the pre-incident spread, below its 1st percentile
+FLOOR_SPREADS = 4.0  # the pre-incident range: median less this many robust spreads
+MIN_SPREAD = 0.005  # of the median: a flat history still has a range
 BASELINE = timedelta(hours=1)
 T = TypeVar("T")
 
@@ -155,7 +156,13 @@ def best_known(study: optuna.Study) -> tuple[dict[str, float], float] | None:
 def pre_incident_floor(
     engine: Any, component: str, metric: str, first_seen: datetime
 ) -> float | None:
-    """The lower end of the score metric's usual range before the issue began."""
+    """The lower end of the score metric's usual range before the issue began.
+
+    Robust to the first minutes of the incident itself (the score often drops some
+    samples before the issue is opened on another symptom, pulling the lower part of the
+    history down): the 75th percentile of the hour before ``first_seen`` less
+    ``FLOOR_SPREADS`` robust standard deviations of the upper half (1.4826 x its median
+    absolute deviation from that percentile, at least ``MIN_SPREAD`` of it)."""
     samples = read_samples(
         engine,
         pd.Timestamp(first_seen - BASELINE),
@@ -166,8 +173,10 @@ def pre_incident_floor(
     if len(samples) < 5:
         return None
     v = samples["value"].to_numpy(float)
-    lo, hi = np.quantile(v, 0.01), np.quantile(v, 0.99)
-    return float(lo - RANGE_MARGIN * (hi - lo))
+    center = float(np.quantile(v, 0.75))
+    upper = v[v >= np.median(v)]
+    spread = max(1.4826 * float(np.median(np.abs(upper - center))), MIN_SPREAD * abs(center))
+    return center - FLOOR_SPREADS * spread
 
 
 @dataclass

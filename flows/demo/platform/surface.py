@@ -47,8 +47,8 @@ OPTIMA: dict[str, dict[str, float]] = {
     "normal": dict(DEFAULTS),
     "shifted": {"pool_size": 20.0, "cache_size": 1024.0, "timeout_ms": 1600.0},
 }
-SHIFTED_LATENCY_GAIN = 6.0  # latency x (1 + gain·(1-q)²) in the shifted mix
-SHIFTED_ERROR_GAIN = 0.5  # error ratio gain·(1-q)² in the shifted mix
+SHIFTED_LATENCY_GAIN = 8.0  # latency x (1 + gain·(1-q)²) in the shifted mix
+SHIFTED_ERROR_GAIN = 1.5  # error ratio gain·(1-q)² in the shifted mix
 
 
 @dataclass(frozen=True)
