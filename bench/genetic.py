@@ -48,10 +48,9 @@ from optuna.distributions import BaseDistribution
 from flows.demo.platform import surface
 from tasks.recovery.base import ComponentSpec, ParameterSpec, ReconfigureSpec
 from tasks.recovery.genetic import (
-    FLOOR_SPREADS,
-    MIN_SPREAD,
     distributions,
     make_sampler,
+    range_floor,
     run_search,
     study_name,
 )
@@ -144,10 +143,7 @@ def regret(trace: list[tuple[float, float]], budget: int) -> float:
 def pre_incident_floor(rng: random.Random, n: int = 120) -> float:
     """As the strategy computes it, from gauge samples of the defaults in the normal mix."""
     v = np.array([surface.noisy_score(surface.DEFAULTS, "normal", rng) for _ in range(n)])
-    center = float(np.quantile(v, 0.75))
-    upper = v[v >= np.median(v)]
-    spread = max(1.4826 * float(np.median(np.abs(upper - center))), MIN_SPREAD * abs(center))
-    return center - FLOOR_SPREADS * spread
+    return range_floor(v)
 
 
 def incident(

@@ -7,6 +7,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -250,3 +251,118 @@ def test_search_loop_on_the_demo_surface_never_leaves_bounds_and_rolls_back_at_o
         else:
             assert i + 1 == len(events) or events[i + 1][0] == "trial"
     assert result.best_score > start
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_workload_shift_is_healed_by_the_search_not_by_restart_or_the_rules(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The demo's seventh fault on a real simulated component: a restart keeps the new
+    request mix, the reconfigure rules do not reach the good region, the search does."""
+    import httpx
+
+    from flows.demo.platform.faults import SCRIPT, inject
+    from flows.demo.platform.launcher import start_platform
+    from flows.demo.settings import PARAMETERS
+    from tasks.recovery.commands import CommandSpec, run_command
+    from tasks.recovery.genetic import pre_incident_floor
+    from tasks.recovery.health import measure
+    from tasks.recovery.health import wait_healthy as healthy_within
+    from tasks.recovery.params import apply_values
+    from tasks.recovery.reconfigure import ReconfigureStrategy
+
+    fault = next(f for f in SCRIPT if f.name == "workload_shift")
+    assert fault.expected_strategy == "genetic"
+    platform = start_platform(tmp_path / "platform", rate=10, names=(fault.component,))
+    try:
+        svc = platform.services[fault.component]
+        health = HealthSpec(
+            url=f"{svc.url}/health",
+            metrics_url=f"{svc.url}/metrics",
+            score_metric="hms_health_score",
+        )
+        comp = ComponentSpec(
+            svc.name,
+            health=health,
+            restart=CommandSpec(tuple(svc.restart_argv), timeout=20),
+            parameters={
+                k: ParameterSpec(p["min"], p["max"], p["default"], p["type"])
+                for k, p in PARAMETERS.items()
+            },
+            reconfigure=ReconfigureSpec(json_file=str(svc.config_path)),
+        )
+        settings = RecoverySettings(
+            settle_time=1.2,  # the service re-reads its config every second
+            measure_time=0.0,  # the gauge is read at once
+            genetic_trials=40,
+            validation_timeout=10,
+            validation_poll=0.2,
+        )
+        ctx = RecoveryContext(engine, {svc.name: comp}, settings)
+        # The gauge's pre-incident history, as ingestion would have stored it.
+        now = datetime.now(UTC)
+        with engine.begin() as conn:
+            key = SeriesKey(svc.name, "hms_health_score")
+            sid = SeriesResolver().resolve(conn, [key], {key: "gauge"})[key]
+            rows = []
+            for i in range(20):
+                text = httpx.get(health.metrics_url or "", timeout=5).text
+                value = next(
+                    float(line.split()[1])
+                    for line in text.splitlines()
+                    if line.startswith("hms_health_score ")
+                )
+                rows.append(
+                    (sid, int((now - timedelta(seconds=60 - 3 * i)).timestamp() * 1000), value)
+                )
+            insert_samples(conn, rows)
+        floor = pre_incident_floor(engine, svc.name, "hms_health_score", now)
+        assert floor is not None and 0.85 < floor < 0.92
+
+        inject(fault, platform)
+        time.sleep(1.5)
+        issue = IssueInfo(
+            None,
+            svc.name,
+            "metric",
+            "hms_errors_total:rate",
+            "high",
+            details={"first_seen": now},
+        )
+        assert measure(health, 0.0, svc.name).score < floor
+        strategy = GeneticStrategy(seed=0)
+        assert strategy.rung_for(issue, ctx) < 1.0  # before restart: a workload change
+
+        # A restart keeps the mix.
+        assert run_command(comp.restart).ok  # type: ignore[arg-type]
+        assert healthy_within(health, 20, 0.2, svc.name)[0].ok
+        time.sleep(1.5)
+        assert measure(health, 0.0, svc.name).score < floor
+
+        # The reconfigure rules for a latency / error issue do not reach the good region.
+        latency_issue = IssueInfo(
+            None, svc.name, "metric", "hms_request_latency_seconds:mean errors", "high"
+        )
+        plan = ReconfigureStrategy().plan(latency_issue, ctx)
+        assert plan.parameters["candidates"]
+        for cand in plan.parameters["candidates"]:
+            assert apply_values(comp, cand["values"]).ok
+            time.sleep(1.5)
+            assert measure(health, 0.0, svc.name).score < floor, cand
+        assert apply_values(comp, {k: p["default"] for k, p in PARAMETERS.items()}).ok
+        time.sleep(1.5)
+
+        # The search does, within its budget and bounds.
+        outcome = strategy.execute(strategy.plan(issue, ctx), issue, ctx)
+        assert outcome.success, outcome
+        details = outcome.details
+        assert details["stop"] == "score back in its pre-incident range", details
+        assert details["trials"] <= 40
+        assert details["best_score"] >= floor
+        time.sleep(1.5)
+        assert measure(health, 0.0, svc.name).score >= floor - 0.02
+        for k, (lo, hi) in surface.BOUNDS.items():
+            assert all(lo <= h["values"][k] <= hi for h in details["history"])
+    finally:
+        platform.stop()

@@ -1,8 +1,10 @@
 """The demo's configuration: the platform's three components, short intervals.
 
-Intervals are scaled down so a whole run fits in about three minutes: a 3 s cycle, detectors
+Intervals are scaled down so a whole run fits in about seven minutes: a 3 s cycle, detectors
 that need 15 points of history instead of 60, restarts that back off from 1 s instead of
-10 s. Everything else is the production code path.
+10 s, a genetic search of at most 40 trials. Every component reports its own health gauge
+(``hms_health_score``), the fitness of reconfiguration and search. Everything else is the
+production code path.
 """
 
 from __future__ import annotations

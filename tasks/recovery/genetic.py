@@ -161,8 +161,9 @@ def pre_incident_floor(
     Robust to the first minutes of the incident itself (the score often drops some
     samples before the issue is opened on another symptom, pulling the lower part of the
     history down): the 75th percentile of the hour before ``first_seen`` less
-    ``FLOOR_SPREADS`` robust standard deviations of the upper half (1.4826 x its median
-    absolute deviation from that percentile, at least ``MIN_SPREAD`` of it)."""
+    ``FLOOR_SPREADS`` standard deviations of the noise, estimated from the upper half
+    alone (at least ``MIN_SPREAD`` of the percentile): for normal noise 3.3 standard
+    deviations below the mean."""
     samples = read_samples(
         engine,
         pd.Timestamp(first_seen - BASELINE),
@@ -172,10 +173,16 @@ def pre_incident_floor(
     )
     if len(samples) < 5:
         return None
-    v = samples["value"].to_numpy(float)
-    center = float(np.quantile(v, 0.75))
-    upper = v[v >= np.median(v)]
-    spread = max(1.4826 * float(np.median(np.abs(upper - center))), MIN_SPREAD * abs(center))
+    return range_floor(samples["value"].to_numpy(float))
+
+
+def range_floor(values: np.ndarray) -> float:
+    """``pre_incident_floor`` of these samples (see there)."""
+    center = float(np.quantile(values, 0.75))
+    upper = values[values >= np.median(values)]
+    # For normal noise the median distance of the upper half from the 75th percentile
+    # is 0.40 standard deviations.
+    spread = max(float(np.median(np.abs(upper - center))) / 0.40, MIN_SPREAD * abs(center))
     return center - FLOOR_SPREADS * spread
 
 
