@@ -193,6 +193,7 @@ class TrialRecord:
     score: float | None
     rolled_back: bool = False
     error: str | None = None
+    confirmed: float | None = None  # the second measurement of a trial that hit the target
 
 
 @dataclass
@@ -258,6 +259,7 @@ def run_search(
     warm_start: bool = True,
     step_runner: Callable[[str, Callable[[], Any]], Any] = _direct,
     on_trial: Callable[[TrialRecord], None] = _ignore,
+    confirm: Callable[[], HealthMeasure] | None = None,
 ) -> SearchResult:
     """The search loop, apart from how values are applied and measured (``try_values``
     applies, settles and measures, or returns why it could not apply; ``roll_back``
@@ -266,8 +268,9 @@ def run_search(
     Trials are sequential; each is clipped to the bounds; one scoring more than
     ``worse_margin`` below ``start_score`` is rolled back before the next is asked for;
     the loop stops after ``max_trials``, when ``out_of_time()``, or when a trial reaches
-    ``target`` (the pre-incident range). With ``warm_start`` the best configuration the
-    study knows is tried first."""
+    ``target`` (the pre-incident range) and, with ``confirm``, a second measurement of it
+    does too (one lucky reading of a noisy score does not end the search). With
+    ``warm_start`` the best configuration the study knows is tried first."""
     warm = best_known(study) if warm_start and not multi else None
     if warm is not None:
         study.enqueue_trial(clip(warm[0]), skip_if_exists=False)
@@ -312,6 +315,10 @@ def run_search(
             and not record.rolled_back
             and record.score >= target
         ):
+            if confirm is not None:
+                record.confirmed = round(confirm().score, 4)
+                if record.confirmed < target:
+                    continue
             result.stop_reason = "score back in its pre-incident range"
             break
     return result
@@ -480,6 +487,7 @@ class GeneticStrategy(RecoveryStrategy):
             multi=multi,
             step_runner=self.step_runner,
             on_trial=lambda record: self._audit(ctx, issue, record),
+            confirm=lambda: measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep),
         )
 
     def _audit(self, ctx: RecoveryContext, issue: IssueInfo, record: TrialRecord) -> None:
