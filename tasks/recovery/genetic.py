@@ -327,7 +327,7 @@ def run_search(
 class GeneticStrategy(RecoveryStrategy):
     """Parameters: ``multi_objective`` makes error ratio and latency separate goals;
     ``time_budget_s`` bounds a search (default: the trial budget's settle + measure
-    windows, twice over); ``worse_margin`` is the rollback rule; ``step_runner`` runs each
+    windows and a second per trial, twice over, plus a minute); ``worse_margin`` is the rollback rule; ``step_runner`` runs each
     trial (``step_runner(name, fn)``; the recover flow passes one that makes a task run)."""
 
     name = "genetic"
@@ -401,7 +401,7 @@ class GeneticStrategy(RecoveryStrategy):
         if self.time_budget_s is not None:
             return self.time_budget_s
         s = ctx.settings
-        return 2.0 * s.genetic_trials * (s.settle_time + s.measure_time + 1.0)
+        return 2.0 * s.genetic_trials * (s.settle_time + s.measure_time + 1.0) + 60.0
 
     def plan(self, issue: IssueInfo, ctx: RecoveryContext) -> Plan:
         comp = ctx.component(issue.component)
