@@ -327,8 +327,9 @@ def run_search(
 class GeneticStrategy(RecoveryStrategy):
     """Parameters: ``multi_objective`` makes error ratio and latency separate goals;
     ``time_budget_s`` bounds a search (default: the trial budget's settle + measure
-    windows and a second per trial, twice over, plus a minute); ``worse_margin`` is the rollback rule; ``step_runner`` runs each
-    trial (``step_runner(name, fn)``; the recover flow passes one that makes a task run)."""
+    windows and a second per trial, twice over, plus a minute); ``worse_margin`` is the
+    rollback rule; ``step_runner`` runs each trial (``step_runner(name, fn)``; the recover
+    flow can pass one that makes each trial a Prefect task run)."""
 
     name = "genetic"
     rung = 4
