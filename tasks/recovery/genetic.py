@@ -53,9 +53,9 @@ from tasks.recovery.base import (
     RecoveryContext,
     RecoveryStrategy,
 )
-from tasks.recovery.health import HealthMeasure, check_health, measure
+from tasks.recovery.health import HealthMeasure, check_health, measure, wait_healthy
 from tasks.recovery.params import apply_and_record, clip_values, current_values, defaults
-from tasks.recovery.validate import validate_fix
+from tasks.recovery.validate import Validation, validate_fix
 
 STUDY_PREFIX = "selfheal-genetic-"
 WORSE_MARGIN = 0.05  # a trial this far below the starting score is rolled back at once
@@ -507,6 +507,37 @@ class GeneticStrategy(RecoveryStrategy):
                 error=record.error,
             )
 
+    def validate(
+        self, issue: IssueInfo, comp: ComponentSpec, ctx: RecoveryContext, result: SearchResult
+    ) -> Validation:
+        """With a score metric and a pre-incident range: healthy, and the score (measured
+        again, after the final settings settled) back in that range. The issue's own
+        symptom is not the test here: a search changes the configuration on purpose, and
+        gauges that echo it (a pool size, a queue depth) move with it. Without them, the
+        usual validation of the issue."""
+        if result.target is None or not comp.health.score_metric:
+            return validate_fix(issue, comp, ctx, None)
+        s = ctx.settings
+        check, waited = wait_healthy(
+            comp.health, s.validation_timeout, s.validation_poll, comp.name, ctx.engine, ctx.sleep
+        )
+        if not check.ok:
+            return Validation(False, f"not healthy after {waited:.0f} s: {check.detail}", waited)
+        m = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
+        if m.score < result.target:
+            return Validation(
+                False,
+                f"healthy; {comp.health.score_metric} = {m.score:.3f} below its pre-incident "
+                f"range (from {result.target:.3f})",
+                waited,
+            )
+        return Validation(
+            True,
+            f"healthy; {comp.health.score_metric} = {m.score:.3f} back in its pre-incident "
+            f"range (from {result.target:.3f})",
+            waited,
+        )
+
     def best_values(self, study: optuna.Study) -> dict[str, float] | None:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         if not done:
@@ -528,7 +559,7 @@ class GeneticStrategy(RecoveryStrategy):
         )
         apply_and_record(comp, final, ctx, why=why)
         ctx.sleep(ctx.settings.settle_time)
-        validation = validate_fix(issue, comp, ctx, None)
+        validation = self.validate(issue, comp, ctx, result)
         details = {**result.as_details(), "study": plan.parameters.get("study")}
         if validation.ok:
             return Outcome(True, self.name, validation=validation.as_dict(), details=details)
