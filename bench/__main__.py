@@ -32,8 +32,19 @@ from bench.common import (
 )
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
-BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune", "retention", "storm", "load", "demo"]
-BENCHMARKS += ["real"]  # a real PostgreSQL and its exporter (skips when they are missing)
+BENCHMARKS = [
+    "ingest",
+    "loghub",
+    "nab",
+    "detect",
+    "tune",
+    "genetic",
+    "retention",
+    "storm",
+    "load",
+    "demo",
+    "real",  # a real PostgreSQL and its exporter (skips when they are missing)
+]
 
 
 def shown(value: float) -> str:

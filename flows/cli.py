@@ -671,7 +671,7 @@ def demo_cmd(
         "supervised"
     ),
     duration: Annotated[float, typer.Option(help="Stop injecting after this many seconds.")] = (
-        300.0
+        480.0  # seven faults; the last (workload_shift) is healed by a search of ~1-3 min
     ),
     seed: Annotated[int, typer.Option(help="Seeds the services' noise and the pacing.")] = 0,
     keep_running: Annotated[

@@ -336,7 +336,7 @@ def test_genetic_reaches_the_optimum_and_resumes_in_a_new_process(
             if best >= 0.9:
                 break
         assert best >= 0.9, (recoveries, values)
-        n_trials = len(open_study(spec, ctx).trials)
+        n_trials = len(open_study(spec, ctx, kind="behaviour").trials)
         assert n_trials == 3 * recoveries
     finally:
         proc.kill()
@@ -344,7 +344,7 @@ def test_genetic_reaches_the_optimum_and_resumes_in_a_new_process(
     # A new process continues the same study.
     code = (
         "import sys, optuna\n"
-        "s = optuna.load_study(study_name='selfheal-genetic-toy2', storage=sys.argv[1])\n"
+        "s = optuna.load_study(study_name='selfheal-genetic-toy2-behaviour', storage=sys.argv[1])\n"
         "t = s.ask({'x': optuna.distributions.FloatDistribution(-10, 10),"
         " 'y': optuna.distributions.FloatDistribution(-10, 10)})\n"
         "s.tell(t, 0.5)\n"

@@ -1,8 +1,10 @@
 """The demo's configuration: the platform's three components, short intervals.
 
-Intervals are scaled down so a whole run fits in about three minutes: a 3 s cycle, detectors
+Intervals are scaled down so a whole run fits in about seven minutes: a 3 s cycle, detectors
 that need 15 points of history instead of 60, restarts that back off from 1 s instead of
-10 s. Everything else is the production code path.
+10 s, a genetic search of at most 40 trials. Every component reports its own health gauge
+(``hms_health_score``), the fitness of reconfiguration and search. Everything else is the
+production code path.
 """
 
 from __future__ import annotations
@@ -24,7 +26,13 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
         comp: dict[str, Any] = {
             "metrics_url": f"{svc.url}/metrics",
             "log_paths": [str(svc.log_path)],
-            "health": {"url": f"{svc.url}/health", "timeout": 1.0},
+            "health": {
+                "url": f"{svc.url}/health",
+                "timeout": 1.0,
+                # The component's own gauge of how well its settings suit its workload:
+                # the fitness of reconfiguration and of the genetic search.
+                "score_metric": "hms_health_score",
+            },
             "restart_command": {"argv": svc.restart_argv, "timeout": 20},
             "parameters": PARAMETERS,
             "reconfigure": {"json_file": str(svc.config_path)},
@@ -78,6 +86,8 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
             "validation_poll": 0.5,
             "settle_time": 1.5,
             "measure_time": 2,
+            # The genetic rung: at most 40 trials of ~4 s each (settle + measure).
+            "genetic_trials": 40,
             "max_inline_backoff": 10,
             "cooldown": 20,
             "min_severity": "medium",

@@ -72,6 +72,16 @@ SCRIPT: tuple[FaultSpec, ...] = (
         "its configuration is changed to pool_size 1, timeout 50 ms (restarts keep it)",
         config_change={"pool_size": 1, "timeout_ms": 50},
     ),
+    FaultSpec(
+        "workload_shift",
+        "genetic_optimizer",
+        "genetic",
+        "its request mix changes (small hot set, slow back-end calls): the defaults now "
+        "serve it badly and only a search of pool_size, cache_size and timeout_ms together "
+        "finds settings that do (restarts keep the mix)",
+        config_change={"workload_mix": "shifted"},
+        timeout_s=240.0,
+    ),
 )
 
 

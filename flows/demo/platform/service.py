@@ -11,7 +11,13 @@ errors and memory respond to its configuration the way a real service's do:
 - service time ``S`` = 30 ms plus 15 ms × the cache miss ratio (working set 1,024 keys);
 - with arrival rate ``λ`` = rate × ``load_factor`` and ``pool_size`` workers, utilisation
   is ``ρ = λ·S / pool_size`` and the queueing wait ``S·ρ/(1-ρ)`` (saturated above 1);
-- a request slower than ``timeout_ms`` fails; memory grows with ``cache_size``.
+- a request slower than ``timeout_ms`` fails; memory grows with ``cache_size``;
+- ``hms_health_score`` is the component's own health gauge: how well its configuration
+  suits the current request mix (``flows.demo.platform.surface``). The config key
+  ``workload_mix`` = ``shifted`` (the ``workload_shift`` fault) switches to a new mix whose
+  latency and errors follow that surface: the defaults serve it badly, and only a
+  combination of ``pool_size``, ``cache_size`` and ``timeout_ms`` far from them serves it
+  as well as the defaults served the old mix.
 
 Endpoints: ``/metrics`` (Prometheus text), ``/health`` (503 during an outage),
 ``/lookup`` (the repository's API, used by the proof engine), ``/dependency`` (isolate or
@@ -40,6 +46,7 @@ from urllib.request import urlopen
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from flows.demo.platform import surface
 from flows.demo.platform.work import evolve, lookup, prove
 
 DEFAULT_CONFIG: dict[str, float] = {
@@ -54,6 +61,7 @@ MISS_PENALTY_S = 0.015
 WORKING_SET = 1024
 BASE_MEMORY = 40_000_000
 BYTES_PER_CACHE_ENTRY = 20_000
+SHIFTED_BYTES_PER_CACHE_ENTRY = 5_000  # the shifted mix caches small objects
 
 
 def queue_wait(arrival_rate: float, service_s: float, pool: int) -> float:
@@ -76,8 +84,10 @@ class Component:
         self.rate = rate
         self.dependency_enabled = True
         self.rng = random.Random(seed)
+        self.gauge_rng = random.Random(seed + 1_000)  # the gauge's noise, apart from requests
         self.config: dict[str, float] = dict(DEFAULT_CONFIG)
         self.outage_until = 0.0
+        self.mix = "normal"
         self.config_mtime = 0.0
         self.store: dict[int, str] = {}
         self.faults: dict[str, Any] = {}
@@ -94,6 +104,9 @@ class Component:
         self.queue = Gauge("hms_queue_depth", "Requests waiting for a worker", registry=reg)
         self.pool = Gauge("hms_pool_size", "Configured worker pool size", registry=reg)
         self.up = Gauge("up", "1 while the component serves", registry=reg)
+        self.score = Gauge(
+            "hms_health_score", "How well the configuration suits the request mix", registry=reg
+        )
         self.up.set(1)
         self.reload_config()
 
@@ -110,10 +123,15 @@ class Component:
             data = json.loads(self.config_path.read_text())
             new = {k: float(data.get(k, v)) for k, v in DEFAULT_CONFIG.items()}
             outage = float(data.get("outage_until", 0) or 0)
+            mix = str(data.get("workload_mix", "normal"))
+            if mix not in surface.OPTIMA:
+                raise ValueError(f"workload_mix {mix!r} is not one of {sorted(surface.OPTIMA)}")
         except (ValueError, TypeError, OSError, AttributeError) as exc:
             self.log.error("invalid config file %s: %s; keeping previous", self.config_path, exc)
             return
-        self.config, self.outage_until = new, outage
+        if mix != self.mix:
+            self.log.warning("request mix changed: %s -> %s", self.mix, mix)
+        self.config, self.outage_until, self.mix = new, outage, mix
         self.pool.set(new["pool_size"])
         self.log.info(
             "config loaded: pool_size=%d timeout_ms=%d cache_size=%d",
@@ -138,9 +156,20 @@ class Component:
         except Exception as exc:  # noqa: BLE001 - any failure is an error of the request
             ok = False
             self.log.error("request failed: %s", exc)
-        s = self.service_time()
         load = self.rate * self.config["load_factor"]
-        wait = queue_wait(load, s, int(self.config["pool_size"]))
+        if self.mix == "normal":
+            s = self.service_time()
+            wait = queue_wait(load, s, int(self.config["pool_size"]))
+        else:
+            # The new mix: the latency and errors of the old mix at the declared defaults,
+            # scaled by how badly the configuration suits the new one.
+            r = surface.response(self.config, self.mix)
+            s = BASE_SERVICE_S + MISS_PENALTY_S * (1.0 - DEFAULT_CONFIG["cache_size"] / WORKING_SET)
+            wait = queue_wait(load, s, int(DEFAULT_CONFIG["pool_size"]))
+            s, wait = s * r.latency_factor, wait * r.latency_factor
+            if ok and self.rng.random() < r.error_ratio:
+                ok = False
+                self.log.warning("request failed: back-end call aborted (mix %s)", self.mix)
         noise = self.rng.lognormvariate(0.0, 0.15)
         extra = float(self.faults.get("latency_s", 0.0))
         elapsed = (time.perf_counter() - start) + (s + wait) * noise + extra
@@ -186,10 +215,14 @@ class Component:
         except OSError as exc:
             raise RuntimeError(f"dependency {self.depends_on}: {exc}") from None
 
+    def health_score(self) -> float:
+        return surface.noisy_score(self.config, self.mix, self.gauge_rng)
+
     def memory_bytes(self) -> int:
+        per_entry = BYTES_PER_CACHE_ENTRY if self.mix == "normal" else SHIFTED_BYTES_PER_CACHE_ENTRY
         return int(
             BASE_MEMORY
-            + self.config["cache_size"] * BYTES_PER_CACHE_ENTRY
+            + self.config["cache_size"] * per_entry
             + self.leaked
             + self.rng.gauss(0, 200_000)
         )
@@ -236,6 +269,7 @@ def serve(comp: Component, port: int) -> None:
             url = urlsplit(self.path)
             if url.path == "/metrics":
                 comp.memory.set(comp.memory_bytes())
+                comp.score.set(comp.health_score())
                 self._send(
                     200, generate_latest(comp.registry), "text/plain; version=0.0.4; charset=utf-8"
                 )

@@ -36,6 +36,7 @@ class FaultVerdict:
     recovered: bool = False
     time_to_recover_s: float | None = None
     issue_id: int | None = None
+    trials: int | None = None  # configurations a search tried (the genetic rung)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +91,7 @@ def evaluate(
             v.recovered = True
             v.strategy = fix["strategy"]
             v.time_to_recover_s = round((fix["finished_at"] - w0).total_seconds(), 1)
+            v.trials = search_trials(fix.get("validation"))
         elif not recs.empty:
             v.strategy = f"{recs.iloc[-1]['strategy']} ({recs.iloc[-1]['status']})"
         asked = (
@@ -104,6 +106,13 @@ def evaluate(
             )
         verdicts.append(v)
     return verdicts, false_positives(faults, wins, anomalies, issues, start)
+
+
+def search_trials(validation: object) -> int | None:
+    """The number of trials a search recorded in its recovery's validation details."""
+    details = validation.get("details") if isinstance(validation, dict) else None
+    trials = details.get("trials") if isinstance(details, dict) else None
+    return int(trials) if isinstance(trials, int | float) else None
 
 
 def false_positives(
@@ -158,6 +167,7 @@ def table(verdicts: list[FaultVerdict]) -> str:
         "approval",
         "recovered",
         "TTR s",
+        "trials",
     )
     rows = [head]
     for v in verdicts:
@@ -173,6 +183,7 @@ def table(verdicts: list[FaultVerdict]) -> str:
                 v.approval,
                 "yes" if v.recovered else "NO",
                 "-" if v.time_to_recover_s is None else f"{v.time_to_recover_s:.1f}",
+                "-" if v.trials is None else str(v.trials),
             )
         )
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
