@@ -18,7 +18,18 @@ import traceback
 from bench.common import RESULTS, update_readme, write_results
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
-BENCHMARKS = ["ingest", "loghub", "nab", "detect", "tune", "retention", "storm", "load", "demo"]
+BENCHMARKS = [
+    "ingest",
+    "loghub",
+    "nab",
+    "detect",
+    "tune",
+    "retention",
+    "storm",
+    "load",
+    "serve",
+    "demo",
+]
 
 
 def shown(value: float) -> str:

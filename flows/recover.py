@@ -33,7 +33,7 @@ from flows.runtime import Runtime, open_runtime
 from storage.approvals import ApprovalAlreadyDecided, decide, get_approval, set_flow_run
 from storage.audit import audit
 from storage.issues import anomalies_frame, get_issue, set_issue_status
-from storage.recoveries import claim_execution, get_recovery, update_recovery
+from storage.recoveries import claim_execution, get_recovery, mark_approved, update_recovery
 from tasks.notify import Notification
 from tasks.recovery.base import IssueInfo, RecoveryContext
 from tasks.recovery.manager import RecoveryManager
@@ -186,7 +186,7 @@ def recover(
             if approval["decision"] != "approved":
                 return _not_executed(rt, issue, recovery_id, approval)
             with rt.engine.begin() as conn:
-                update_recovery(conn, recovery_id, status="approved")
+                mark_approved(conn, recovery_id)
                 mine = claim_execution(conn, recovery_id, me)
         else:
             with rt.engine.begin() as conn:

@@ -113,9 +113,11 @@ class CycleLoop:
         stop: threading.Event,
         after_cycle: Callable[[], None] = lambda: None,
         max_history: int = 2000,
+        group_wait_s: float = float("inf"),
     ) -> None:
         self.config_path = config_path
         self.interval_s = float(interval_s)
+        self.group_wait_s = group_wait_s
         self.stop = stop
         self.after_cycle = after_cycle
         self.starts: deque[float] = deque(maxlen=max_history)  # wall-clock epoch seconds
@@ -128,6 +130,12 @@ class CycleLoop:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="selfheal-cycle-loop", daemon=True)
         self._thread.start()
+
+    def join(self, timeout: float) -> None:
+        """Let a cycle in progress finish (its flow run then ends Completed, not Running)."""
+        if self._thread is not None:
+            self._wake.set()
+            self._thread.join(timeout)
 
     def run_now(self, reason: str) -> None:
         """Start the next cycle now (a liveness failure or a failed scrape between cycles)."""
@@ -149,17 +157,24 @@ class CycleLoop:
                 began = time.monotonic()
                 self.lateness.append(max(0.0, began - due))
                 self.starts.append(time.time())
+                opened = False
                 try:
                     state = cycle(self.config_path, dispatch="serve", return_state=True)
                     if state.is_failed() or state.is_crashed():
                         self.failures += 1
                         log.warning("cycle ended %s: %s", state.name, state.message)
+                    else:
+                        opened = bool((state.result() or {}).get("new_issues"))
                 except Exception as exc:  # noqa: BLE001 - one bad cycle must not stop the loop
                     self.failures += 1
                     log.warning("cycle failed: %s", exc)
                 self.durations.append(time.monotonic() - began)
                 self.after_cycle()
                 due += self.interval_s
+                if opened and self.group_wait_s < self.interval_s:
+                    # A new issue becomes actionable after the group wait: decide then,
+                    # not a whole interval later.
+                    due = min(due, began + self.group_wait_s + 0.2)
                 if due < time.monotonic():
                     due = time.monotonic()  # overran: start the next one now, not twice
 
@@ -375,7 +390,9 @@ class _RunnerThread:
     def __init__(self, deps: list[Any], limit: int) -> None:
         from prefect.runner import Runner
 
-        self.runner = Runner(pause_on_shutdown=False, limit=limit)
+        # Schedules (nightly tuning, daily retention) are paused while serve is down, as
+        # prefect.serve does, so missed runs do not pile up.
+        self.runner = Runner(pause_on_shutdown=True, limit=limit)
         for d in deps:
             self.runner.add_deployment(d)
         self.error: BaseException | None = None
@@ -466,7 +483,13 @@ def run_serve(
             executor.start()
             loop = None
             if cycle:
-                loop = CycleLoop(config_path, config.detection_interval, stop, executor.poke)
+                loop = CycleLoop(
+                    config_path,
+                    config.detection_interval,
+                    stop,
+                    executor.poke,
+                    group_wait_s=config.detection.group_wait,
+                )
                 loop.start()
                 ScrapeWatch(config, lambda _c, why: loop.run_now(why), stop).start()
                 # Hook (probes): a ProbeScheduler's liveness-failure callback calls
@@ -487,7 +510,9 @@ def run_serve(
             interrupted = executor.shutdown()
             if interrupted:
                 print(f"recoveries interrupted (resumed on the next start): {interrupted}")
-            runner.stop(timeout=max(0.5, deadline - time.monotonic() - 3.0))
+            runner.stop(timeout=max(0.5, deadline - time.monotonic() - 4.0))
+            if loop is not None:
+                loop.join(max(0.1, deadline - time.monotonic() - 3.0))
     except KeyboardInterrupt:
         print("stopping", flush=True)
         stop.set()

@@ -205,6 +205,16 @@ def queue_recovery(conn: Connection, recovery_id: int) -> None:
     )
 
 
+def mark_approved(conn: Connection, recovery_id: int) -> None:
+    """awaiting_approval → approved (never rewrites a recovery already running or done)."""
+    t = Recovery.table()
+    conn.execute(
+        update(t)
+        .where(t.c.id == recovery_id, t.c.status == "awaiting_approval")
+        .values(status="approved")
+    )
+
+
 def runnable_recoveries(conn: Connection) -> list[dict[str, Any]]:
     """What serve's executor should start: queued ones, and approved ones nobody runs yet."""
     t, a = Recovery.table(), Approval.table()

@@ -117,12 +117,15 @@ def answer_approvals(state: DemoState, mode: str) -> None:
     now = time.monotonic()
     for a in list_approvals(pending_only=True, config_path=str(state.config_path)):
         aid = a["id"]
-        if aid in state.answered or not a.get("ui_url"):
-            continue  # answered, or its run is not waiting yet (it then carries its link)
+        if aid in state.answered:
+            continue
         if aid not in state.seen_approvals:
+            # Answered from the notification, as `selfheal approve` can be: serve acts on
+            # the decision whether or not the waiting run is already up in the UI.
             state.seen_approvals[aid] = now
             say(f"approval pending: {aid} [{a['severity']}] {a['proposed_action']}")
-            say(f"    answer in the Prefect UI: {a['ui_url']}  or: selfheal approve {aid}")
+            link = a.get("ui_url") or "(its run is starting)"
+            say(f"    answer in the Prefect UI: {link}  or: selfheal approve {aid}")
         if now - state.seen_approvals[aid] < APPROVAL_DELAY_S:
             continue
         result = approve_recovery(
@@ -358,7 +361,7 @@ def run_demo(
         served = False
         while time.monotonic() < deadline:
             t0 = time.monotonic()
-            result = cycle(str(config_path))
+            result = cycle(str(config_path), dispatch="serve")
             for issue in result.get("new_issues", []):
                 quiet = (
                     " (silenced: a side effect of a recovery in progress)"
@@ -394,7 +397,11 @@ def run_demo(
                 current = record_fault(state, spec, detail)
                 state.faults.append(current)
                 say(f"injected {spec.name} on {spec.component}: {spec.description}")
-            time.sleep(max(0.0, CYCLE_S - (time.monotonic() - t0)))
+            # A new issue is actionable after the group wait: the next cycle decides then.
+            gap = CYCLE_S
+            if result.get("new_issues"):
+                gap = min(CYCLE_S, config["detection"]["group_wait"] + 0.2)
+            time.sleep(max(0.0, gap - (time.monotonic() - t0)))
         else:
             say("time is up")
         code = report(state)
@@ -402,7 +409,7 @@ def run_demo(
             say("still running: Ctrl-C stops the platform, serve, the server and the dashboard")
             try:
                 while True:
-                    cycle(str(config_path))
+                    cycle(str(config_path), dispatch="serve")
                     time.sleep(CYCLE_S)
             except KeyboardInterrupt:
                 say("stopping")
