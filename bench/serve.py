@@ -240,6 +240,13 @@ def _approval_config(home: Path, platform: Platform, name: str, stamps: Path) ->
         approval_timeout=900,
     )
     data = json.loads(cfg.read_text())
+    # The same fault again and again: no cooldown after a successful restart, and a
+    # resolve_after short enough that each kill opens an issue of its own.
+    data["recovery"]["cooldown"] = 0
+    data["recovery"]["backoff"] = {"base": 0.1, "cap": 0.2, "reset_after": 1, "max_restarts": 1000}
+    data["detection"]["resolve_after"] = 5
+    cfg.write_text(json.dumps(data))
+    data = json.loads(cfg.read_text())
     svc = platform.services["genetic_optimizer"]
     data["components"] = {
         "genetic_optimizer": {
@@ -377,13 +384,23 @@ def run(quick: bool = False) -> dict[str, float]:
             assert server.process is not None
             settings = temporary_settings(updates={PREFECT_API_URL: server.api_url})
             settings.__enter__()
-            figures.update(measure_interval(home, server.api_url, platform, 45 if quick else 120))
-            figures.update(
-                measure_idle(
+            only = os.environ.get("SELFHEAL_BENCH_SERVE_ONLY", "interval,idle,approvals")
+            phases = {
+                "interval": lambda: measure_interval(
+                    home, server.api_url, platform, 45 if quick else 120
+                ),
+                "idle": lambda: measure_idle(
                     home, server.api_url, server.process.pid, platform, 120 if quick else 300
-                )
-            )
-            figures.update(measure_approvals(home, server.api_url, platform, 2 if quick else 5))
+                ),
+                "approvals": lambda: measure_approvals(
+                    home, server.api_url, platform, 2 if quick else 5
+                ),
+            }
+            for name, phase in phases.items():
+                if name in only.split(","):
+                    part = phase()
+                    print(json.dumps(part), flush=True)  # kept if a later phase fails
+                    figures.update(part)
             settings.__exit__(None, None, None)
         finally:
             platform.stop()

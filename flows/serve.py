@@ -137,6 +137,12 @@ class CycleLoop:
             self._wake.set()
             self._thread.join(timeout)
 
+    def on_component_down(self, component: str, reason: str) -> None:
+        """The hook for detection between cycles: a failed scrape (:class:`ScrapeWatch`) or
+        a liveness probe going from passing to failing (the probes' scheduler callback)
+        takes the down path now: the next cycle starts at once and records the anomaly."""
+        self.run_now(f"{component} down: {reason}")
+
     def run_now(self, reason: str) -> None:
         """Start the next cycle now (a liveness failure or a failed scrape between cycles)."""
         log.info("cycle requested now: %s", reason)
@@ -491,9 +497,9 @@ def run_serve(
                     group_wait_s=config.detection.group_wait,
                 )
                 loop.start()
-                ScrapeWatch(config, lambda _c, why: loop.run_now(why), stop).start()
-                # Hook (probes): a ProbeScheduler's liveness-failure callback calls
-                # loop.run_now(reason) so the down path starts now, not at the next cycle.
+                ScrapeWatch(config, loop.on_component_down, stop).start()
+                # Hook (probes): give the ProbeScheduler loop.on_component_down as its
+                # liveness-failure callback, so the down path starts now.
             print(
                 f"serving {len(deps)} deployments against {api_url}"
                 + (f"; cycle every {config.detection_interval:g} s in process" if cycle else "")
