@@ -337,6 +337,7 @@ class RecoveryExecutor:
 
     def shutdown(self) -> list[int]:
         """Record what is still running as interrupted (the next start settles it)."""
+        from storage.audit import audit
         from storage.recoveries import mark_interrupted
 
         with self._lock:
@@ -350,6 +351,8 @@ class RecoveryExecutor:
 
                 runs = [(get_recovery(conn, i) or {}).get("flow_run_id") for i in ids]
                 mark_interrupted(conn, ids, "selfheal serve stopped while it ran")
+                for rid in ids:
+                    audit(conn, "interrupted", recovery_id=rid)
         except Exception as exc:  # noqa: BLE001
             log.warning("could not record interrupted recoveries %s: %s", ids, exc)
         _cancel_runs([r for r in runs if r], "selfheal serve stopped; recorded as interrupted")
@@ -379,7 +382,7 @@ def settle_on_start(engine: Engine, window_s: float) -> dict[str, list[int]]:
         out = settle_interrupted(conn, utcnow(), window_s)
         for outcome, ids in out.items():
             for rid in ids:
-                audit(conn, f"interrupted_{outcome}", recovery_id=rid)
+                audit(conn, outcome, recovery_id=rid, reason="interrupted by the last stop")
     if out["resumed"] or out["expired"]:
         log.warning(
             "recoveries interrupted by the last stop: %d resumed, %d expired",

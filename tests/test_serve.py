@@ -194,3 +194,76 @@ def test_approval_answered_while_serve_is_down_runs_once(
         assert stack.run_state(run_id) == "Completed"  # the UI tells the truth
     finally:
         engine.dispose()
+
+
+SLOW_RESTART = (
+    "import sys, time\n"
+    "open(sys.argv[1], 'a').write('start\\n')\n"
+    "time.sleep(float(sys.argv[2]))\n"
+    "open(sys.argv[1], 'a').write('end\\n')\n"
+)
+
+
+def test_recovery_in_flight_at_sigterm_is_interrupted_then_resumed(
+    stack: PrefectStack, platform: Platform, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from flows.cycle import cycle
+    from flows.detect import persist_detection
+    from storage.issues import AnomalyRecord
+    from tasks.issues.grouping import GroupingPolicy
+
+    log = tmp_path / "restarts.log"
+    config = write_config(tmp_path, platform, mode="automated")
+    data = json.loads(config.read_text())
+    data["components"]["genetic_optimizer"]["restart_command"] = [
+        sys.executable,
+        "-c",
+        SLOW_RESTART,
+        str(log),
+        "20",
+    ]
+    config.write_text(json.dumps(data))
+    engine = engine_for(config)
+    try:
+        now = datetime.now(UTC)
+        persist_detection(
+            engine,
+            [
+                AnomalyRecord(
+                    "default",
+                    "genetic_optimizer",
+                    "metric",
+                    "latency:mean",
+                    int(now.timestamp() * 1000),
+                    1.0,
+                    "high",
+                )
+            ],
+            {},
+            now,
+            GroupingPolicy(group_wait=0),
+            {},
+        )
+        stack.start_serve(config)
+        result = cycle(str(config), dispatch="serve")
+        assert [s for s in result["started"] if s.startswith("queued:")], result
+        wait_until(lambda: log.exists() and "start" in log.read_text(), 60, "the restart")
+        t0 = time.monotonic()
+        stack.stop_serve()  # SIGTERM while the restart command runs
+        stopped_s = time.monotonic() - t0
+        rec = recoveries_frame(engine)
+        assert rec["status"].tolist() == ["interrupted"], rec[["status", "error"]]
+        run_id = rec["flow_run_id"].iloc[0]
+        assert stack.run_state(run_id) == "Cancelled"  # not left Running in the UI
+        stack.start_serve(config)  # the next start resumes it
+        wait_until(
+            lambda: recoveries_frame(engine)["status"].tolist() == ["succeeded"],
+            120,
+            "the resumed recovery to succeed",
+        )
+        assert log.read_text().count("start") == 2  # ran again once, not more
+        assert stopped_s < 30  # generous: the budget is 10 s (bench serve measures it)
+    finally:
+        engine.dispose()
