@@ -21,10 +21,13 @@ Figures:
 ``serve.stop_s``
     SIGTERM → the serve process has exited (budget 10 s).
 ``approval.to_action_p50_s``, ``approval.to_action_after_restart_s``
-    Supervised mode: from ``selfheal approve`` returning to the restart command starting
-    (a wrapper stamps the time before it execs the real command), with serve running;
-    and for an approval that was pending across a restart of serve.
-``approval.to_action_resume_s`` (baseline)
+    Supervised mode: from the decision being recorded (``approvals.decided_at``, written
+    by ``selfheal approve`` first) to the restart command starting (a wrapper stamps the
+    time before it execs the real command), with serve running; and for an approval that
+    was pending across a restart of serve. ``approval.return_to_action_p50_s`` measures
+    from ``selfheal approve`` returning instead: it is negative when the restart started
+    before the CLI process had finished exiting.
+``approval.to_action_resume_s``, ``approval.return_to_action_resume_s`` (baseline)
     The same with a serve that does not watch this database: the approval goes through
     Prefect (resume the suspended run, a new flow-run process), as before.
 """
@@ -297,7 +300,10 @@ def _ask(cfg: Path, platform: Platform) -> tuple[str, str]:
     return run_id, approval_id
 
 
-def _approve_and_time(home: Path, api: str, cfg: Path, approval_id: str, stamps: Path) -> float:
+def _approve_and_time(
+    home: Path, api: str, cfg: Path, approval_id: str, stamps: Path
+) -> tuple[float, float]:
+    """(decision recorded → restart command started, ``selfheal approve`` returned → started)."""
     before = stamps.read_text().count("\n") if stamps.exists() else 0
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
@@ -320,10 +326,20 @@ def _approve_and_time(home: Path, api: str, cfg: Path, approval_id: str, stamps:
     while True:
         lines = stamps.read_text().split() if stamps.exists() else []
         if len(lines) > before:
-            return float(lines[before]) - returned
+            started = float(lines[before])
+            break
         if time.monotonic() > deadline:
             raise RuntimeError("the restart command never started after the approval")
         time.sleep(0.05)
+    from storage.approvals import get_approval
+    from storage.engine import make_engine
+
+    engine = make_engine(json.loads(cfg.read_text())["database_url"])
+    try:
+        decided = get_approval(engine, approval_id)["decided_at"].timestamp()
+    finally:
+        engine.dispose()
+    return started - decided, started - returned
 
 
 def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> dict[str, float]:
@@ -334,17 +350,20 @@ def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> 
     stamps = home / "restarts.txt"
     out: dict[str, float] = {}
     with temporary_settings(updates={PREFECT_API_URL: api}):
-        times = []
+        times, after_return = [], []
         for i in range(repeat):
             cfg = _approval_config(home, platform, f"sup{i}", stamps)
             serve = Serve(home, api, cfg, cycle=False)
             try:
                 _, approval_id = _ask(cfg, platform)
-                times.append(_approve_and_time(home, api, cfg, approval_id, stamps))
+                decided, returned = _approve_and_time(home, api, cfg, approval_id, stamps)
+                times.append(decided)
+                after_return.append(returned)
             finally:
                 serve.stop()
         out["approval.to_action_p50_s"] = round(statistics.median(times), 2)
         out["approval.to_action_max_s"] = round(max(times), 2)
+        out["approval.return_to_action_p50_s"] = round(statistics.median(after_return), 2)
         cfg = _approval_config(home, platform, "restarted", stamps)
         serve = Serve(home, api, cfg, cycle=False)
         try:
@@ -354,7 +373,7 @@ def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> 
         serve = Serve(home, api, cfg, cycle=False)  # restarted while the approval waits
         try:
             out["approval.to_action_after_restart_s"] = round(
-                _approve_and_time(home, api, cfg, approval_id, stamps), 2
+                _approve_and_time(home, api, cfg, approval_id, stamps)[0], 2
             )
         finally:
             serve.stop()
@@ -365,9 +384,9 @@ def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> 
         serve = Serve(home, api, other, cycle=False)
         try:
             _, approval_id = _ask(cfg, platform)
-            out["approval.to_action_resume_s"] = round(
-                _approve_and_time(home, api, cfg, approval_id, stamps), 2
-            )
+            decided, returned = _approve_and_time(home, api, cfg, approval_id, stamps)
+            out["approval.to_action_resume_s"] = round(decided, 2)
+            out["approval.return_to_action_resume_s"] = round(returned, 2)
         finally:
             serve.stop()
     return out

@@ -22,9 +22,11 @@ from storage.recoveries import ACTIVE, recoveries_frame, update_recovery
 from tasks.coordination.status import healing_stats
 
 RESUME_WAIT_S = 60.0
-# How long an answer waits for ``selfheal serve``'s executor (it polls every 0.5 s) to take
-# the decision over before resuming the waiting run through Prefect itself.
-HANDOFF_WAIT_S = 1.5
+# How long an answer waits for a running ``selfheal serve`` watching this database (its
+# executor polls every 0.5 s and keeps a beacon fresh) to take the decision over, before
+# resuming the waiting run through Prefect itself. Without a fresh beacon: no wait.
+HANDOFF_WAIT_S = 15.0
+BEACON_FRESH_S = 5.0  # serve's executor rewrites its beacon every 0.5 s
 
 
 def _user(by: str | None) -> str:
@@ -144,11 +146,19 @@ def _answer(
 def _handed_off(rt: Runtime, approval: dict[str, Any], approve: bool) -> str | None:
     """A running ``selfheal serve`` on this database acts on the decision itself (within
     half a second, no process start): say so, or None when nobody took it over."""
+    from flows.runtime import executor_beacon
     from storage.recoveries import get_recovery
 
     rid = approval["recovery_id"]
     if rid is None:
         return None
+    beacon = executor_beacon(rt.engine.url.render_as_string(hide_password=False))
+    try:
+        fresh = time.time() - beacon.stat().st_mtime < BEACON_FRESH_S
+    except OSError:
+        fresh = False
+    if not fresh:
+        return None  # no serve watches this database: resume the run through Prefect
     deadline = time.monotonic() + HANDOFF_WAIT_S
     while time.monotonic() < deadline:
         row = get_recovery(rt.engine, int(rid)) or {}

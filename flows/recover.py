@@ -204,9 +204,9 @@ def recover(
                 "recovery_id": recovery_id,
                 "flow_run_id": current.get("flow_run_id"),
             }
-        if approval is not None:
-            complete_waiting_run(approval, me)
         result = execute_recovery(rt, issue, recovery_id, row["mode"])
+        if approval is not None:
+            complete_waiting_run(approval, me)  # UI bookkeeping: after the action
         event = "recovery_succeeded" if result["success"] else "recovery_failed"
         reason = None if result["success"] else failure_reason(result)
         notifier.send(

@@ -292,13 +292,22 @@ class RecoveryExecutor:
         self.work.put((rid, issue_id, component, approval))
 
     def _poll_loop(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.poll()
-            except Exception as exc:  # noqa: BLE001 - a locked or restarting DB: next time
-                log.warning("executor poll failed: %s", exc)
-            self._wake.wait(self.poll_s)
-            self._wake.clear()
+        from flows.runtime import executor_beacon
+
+        beacon = executor_beacon(self.engine.url.render_as_string(hide_password=False))
+        beacon.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            while not self.stop.is_set():
+                try:
+                    beacon.write_text(str(os.getpid()))  # fresh: the CLI waits for us
+                    self.poll()
+                except Exception as exc:  # noqa: BLE001 - a locked or restarting DB: next time
+                    log.warning("executor poll failed: %s", exc)
+                self._wake.wait(self.poll_s)
+                self._wake.clear()
+        finally:
+            with suppress(OSError):
+                beacon.unlink()
 
     def _worker(self) -> None:
         from prefect import tags
