@@ -180,7 +180,7 @@ class CycleLoop:
                 if opened and self.group_wait_s < self.interval_s:
                     # A new issue becomes actionable after the group wait: decide then,
                     # not a whole interval later.
-                    due = min(due, began + self.group_wait_s + 0.2)
+                    due = min(due, time.monotonic() + self.group_wait_s + 0.1)
                 if due < time.monotonic():
                     due = time.monotonic()  # overran: start the next one now, not twice
 
@@ -291,9 +291,32 @@ class RecoveryExecutor:
             self.in_flight.add(rid)
         self.work.put((rid, issue_id, component, approval))
 
+    def warm_up(self) -> None:
+        """Pay the first-recovery costs now (strategy registry, configuration, the flow's
+        registration with the API), not when the first fault is waiting."""
+        try:
+            from prefect.client.orchestration import get_client
+
+            from flows.components import component_specs
+            from flows.recover import recover
+            from flows.runtime import open_runtime
+            from tasks.recovery.registry import default_strategies
+
+            rt = open_runtime(self.config_path)
+            try:
+                default_strategies(rt.config.custom_strategies)
+                component_specs(rt.config)
+            finally:
+                rt.close()
+            with get_client(sync_client=True) as client:
+                client.create_flow(recover)
+        except Exception as exc:  # noqa: BLE001 - only a head start
+            log.warning("executor warm-up: %s", exc)
+
     def _poll_loop(self) -> None:
         from flows.runtime import executor_beacon
 
+        self.warm_up()
         beacon = executor_beacon(self.engine.url.render_as_string(hide_password=False))
         beacon.parent.mkdir(parents=True, exist_ok=True)
         try:

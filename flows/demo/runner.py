@@ -398,10 +398,10 @@ def run_demo(
                 state.faults.append(current)
                 say(f"injected {spec.name} on {spec.component}: {spec.description}")
             # A new issue is actionable after the group wait: the next cycle decides then.
-            gap = CYCLE_S
+            pause = CYCLE_S - (time.monotonic() - t0)
             if result.get("new_issues"):
-                gap = min(CYCLE_S, config["detection"]["group_wait"] + 0.2)
-            time.sleep(max(0.0, gap - (time.monotonic() - t0)))
+                pause = min(pause, config["detection"]["group_wait"] + 0.1)
+            time.sleep(max(0.0, pause))
         else:
             say("time is up")
         code = report(state)
