@@ -316,9 +316,10 @@ class RecoveryExecutor:
     def _poll_loop(self) -> None:
         from flows.runtime import executor_beacon
 
-        self.warm_up()
         beacon = executor_beacon(self.engine.url.render_as_string(hide_password=False))
         beacon.parent.mkdir(parents=True, exist_ok=True)
+        # Beside the polling, not before it: work waiting at start is not held up.
+        threading.Thread(target=self.warm_up, name="selfheal-warm-up", daemon=True).start()
         try:
             while not self.stop.is_set():
                 try:
