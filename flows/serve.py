@@ -308,6 +308,10 @@ class RecoveryExecutor:
                 component_specs(rt.config)
             finally:
                 rt.close()
+            import prefect.concurrency.sync  # noqa: F401 - first recovery's imports
+
+            import tasks.recovery.validate  # noqa: F401
+
             with get_client(sync_client=True) as client:
                 client.create_flow(recover)
         except Exception as exc:  # noqa: BLE001 - only a head start
@@ -318,8 +322,7 @@ class RecoveryExecutor:
 
         beacon = executor_beacon(self.engine.url.render_as_string(hide_password=False))
         beacon.parent.mkdir(parents=True, exist_ok=True)
-        # Beside the polling, not before it: work waiting at start is not held up.
-        threading.Thread(target=self.warm_up, name="selfheal-warm-up", daemon=True).start()
+
         try:
             while not self.stop.is_set():
                 try:
@@ -517,11 +520,14 @@ def run_serve(
                 dash = _start_dashboard(config, config_path)
             # Hook (incidents): start the /metrics endpoint here (serve without dashboard).
             deps = deployments(config, config_path, cycle)
-            runner = _RunnerThread(deps, limit=config.max_concurrent_recoveries + 4)
-            runner.start()
             executor = RecoveryExecutor(
                 rt.engine, config_path, config.max_concurrent_recoveries, stop
             )
+            # Warm before the deployments are served (serve is "up" once they are): the
+            # first fault must not pay the imports and first-run costs.
+            executor.warm_up()
+            runner = _RunnerThread(deps, limit=config.max_concurrent_recoveries + 4)
+            runner.start()
             executor.start()
             loop = None
             if cycle:
