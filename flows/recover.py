@@ -297,7 +297,9 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(UUID(run_id))
-            if run.state is None or run.state.is_final() or run.state.is_running():
+            # Only a run still waiting: a resumed one (Scheduled, Pending, Running) is
+            # about to run and ends by itself ("executed elsewhere").
+            if run.state is None or not run.state.is_paused():
                 return
             client.set_flow_run_state(UUID(run_id), Completed(message=message), force=True)
     except Exception as exc:  # noqa: BLE001 - the UI lagging must not undo the recovery
