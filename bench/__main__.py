@@ -42,6 +42,7 @@ BENCHMARKS = [
     "retention",
     "storm",
     "load",
+    "serve",
     "demo",
     "real",  # a real PostgreSQL and its exporter (skips when they are missing)
 ]

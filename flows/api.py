@@ -22,6 +22,11 @@ from storage.recoveries import ACTIVE, recoveries_frame, update_recovery
 from tasks.coordination.status import healing_stats
 
 RESUME_WAIT_S = 60.0
+# How long an answer waits for a running ``selfheal serve`` watching this database (its
+# executor polls every 0.5 s and keeps a beacon fresh) to take the decision over, before
+# resuming the waiting run through Prefect itself. Without a fresh beacon: no wait.
+HANDOFF_WAIT_S = 15.0
+BEACON_FRESH_S = 5.0  # serve's executor rewrites its beacon every 0.5 s
 
 
 def _user(by: str | None) -> str:
@@ -43,7 +48,8 @@ def get_status(config_path: str | None = None, rt: Runtime | None = None) -> dic
         recoveries = recoveries_frame(rt.engine)
         approvals = approvals_frame(rt.engine)
         stats = healing_stats(issues, recoveries, approvals)
-        open_issues = issues[issues["status"].isin(["open", "recovering"])]
+        open_issues = issues[issues["status"].isin(["open", "recovering", "escalated"])]
+        escalated = issues[issues["status"] == "escalated"]
         return {
             "active": rt.config.enabled,
             "mode": rt.config.mode,
@@ -65,6 +71,11 @@ def get_status(config_path: str | None = None, rt: Runtime | None = None) -> dic
             "healed_automatically": stats.healed_automatically,
             "issues_total": len(issues),
             "warmup": detector_warmup(rt),
+            "escalated_issues": stats.escalated,
+            "escalated": [
+                {"id": int(r["id"]), "component": r["component"], "title": r["title"]}
+                for r in escalated.to_dict("records")
+            ],
         }
     finally:
         if own:
@@ -149,10 +160,37 @@ def _answer_on(
                 component=approval["component"],
                 reason=reason,
             )
-        run_note = _resume(rt, approval_id, approve, reason)
+        run_note = _handed_off(rt, approval, approve) or _resume(rt, approval_id, approve, reason)
         return {"approval_id": approval_id, "decision": decision, "by": actor, "run": run_note}
     finally:
         rt.close()
+
+
+def _handed_off(rt: Runtime, approval: dict[str, Any], approve: bool) -> str | None:
+    """A running ``selfheal serve`` on this database acts on the decision itself (within
+    half a second, no process start): say so, or None when nobody took it over."""
+    from flows.runtime import executor_beacon
+    from storage.recoveries import get_recovery
+
+    rid = approval["recovery_id"]
+    if rid is None:
+        return None
+    beacon = executor_beacon(rt.engine.url.render_as_string(hide_password=False))
+    try:
+        fresh = time.time() - beacon.stat().st_mtime < BEACON_FRESH_S
+    except OSError:
+        fresh = False
+    if not fresh:
+        return None  # no serve watches this database: resume the run through Prefect
+    deadline = time.monotonic() + HANDOFF_WAIT_S
+    while time.monotonic() < deadline:
+        row = get_recovery(rt.engine, int(rid)) or {}
+        if approve and (row.get("flow_run_id") or row.get("status") not in ("approved", None)):
+            return f"executing in selfheal serve (flow run {row.get('flow_run_id')})"
+        if not approve and row.get("finished_at") is not None:
+            return "recorded by selfheal serve; the waiting run is completed"
+        time.sleep(0.1)
+    return None
 
 
 def _resume(rt: Runtime, approval_id: str, approve: bool, reason: str) -> str:

@@ -394,6 +394,11 @@ def status_cmd(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
         f"open issues:         {status['open_issues']} {status['open_issues_by_severity'] or ''}"
     )
     typer.echo(f"active recoveries:   {status['active_recoveries']}")
+    if status.get("escalated_issues"):
+        typer.echo(
+            f"escalated issues:    {status['escalated_issues']} (recovery failed; needs a human): "
+            + ", ".join(f"#{e['id']} {e['component']}" for e in status.get("escalated", []))
+        )
     typer.echo(f"pending approvals:   {status['pending_approvals']}")
     typer.echo(
         f"auto-healing rate:   {'n/a' if rate is None else f'{rate:.1f} %'} "
@@ -519,7 +524,9 @@ def issues_cmd(
     with cli_errors():
         rt = open_runtime(config)
     try:
-        df = issues_frame(rt.engine, None if all_ else ["open", "recovering", "silenced"])
+        df = issues_frame(
+            rt.engine, None if all_ else ["open", "recovering", "escalated", "silenced"]
+        )
     finally:
         rt.close()
     if as_json:

@@ -21,7 +21,7 @@ from flows.runtime import Runtime, open_runtime
 from storage.approvals import approvals_frame, decide
 from storage.audit import audit
 from storage.issues import get_issue, load_active_issues, mark_notified
-from storage.recoveries import update_recovery
+from storage.recoveries import queue_recovery, update_recovery
 from storage.types import utcnow
 from tasks.coordination.planner import CyclePlan, plan_cycle
 from tasks.issues.grouping import should_notify
@@ -150,8 +150,13 @@ def _issue_dict(issue: Any, component: str = "") -> dict[str, Any]:
     }
 
 
-def start_recoveries(rt: Runtime, plan: CyclePlan) -> list[str]:
-    """Start a run per launched or asked recovery (the approval ones wait in their run)."""
+def start_recoveries(rt: Runtime, plan: CyclePlan, dispatch: str = "deployment") -> list[str]:
+    """Start a run per launched or asked recovery (the approval ones wait in their run).
+
+    ``dispatch="serve"`` (the cycle loop of ``selfheal serve``): automatic recoveries are
+    queued for serve's in-process executor, which starts them at once with no new process;
+    approval-gated ones still get a deployment run, so the form waits in the Prefect UI.
+    """
     logger = get_run_logger()
     notifier = notifier_for(rt.config)
     served = deployment_available()
@@ -170,7 +175,18 @@ def start_recoveries(rt: Runtime, plan: CyclePlan) -> list[str]:
                     approval_id=p.approval_id,
                 )
             )
-        if served:
+        if dispatch == "serve" and p.action == "launch":
+            with rt.engine.begin() as conn:
+                queue_recovery(conn, p.recovery_id)
+            started.append(f"queued:{p.recovery_id}")
+            logger.info(
+                "issue #%s (%s, %s): recovery %s queued for serve's executor",
+                issue_id,
+                comp,
+                p.issue.severity,
+                p.recovery_id,
+            )
+        elif served:
             run_id = start_deployment_run(
                 issue_id, comp, p.recovery_id, p.approval_id, rt.config_path
             )
@@ -184,8 +200,9 @@ def start_recoveries(rt: Runtime, plan: CyclePlan) -> list[str]:
                 run_id,
             )
         elif p.action == "launch":
-            # Nothing is served: run it here (the cycle waits for it).
-            recover(issue_id, p.recovery_id, None, rt.config_path)
+            # Nothing is served: run it here (the cycle waits for it; a failure is the
+            # recovery run's, not the cycle's).
+            recover(issue_id, p.recovery_id, None, rt.config_path, return_state=True)
             started.append(f"in-process:{p.recovery_id}")
         else:
             logger.warning(
@@ -238,7 +255,10 @@ def summary_markdown(summary: GroupSummary, plan: CyclePlan, ingested: int, now:
 
 
 @flow(name="cycle", description="One detection cycle: ingest, detect, decide, start recoveries.")
-def cycle(config_path: str | None = None) -> dict[str, Any]:
+def cycle(config_path: str | None = None, dispatch: str = "deployment") -> dict[str, Any]:
+    """``dispatch``: ``deployment`` starts recovery runs of the served ``recover``
+    deployment (or in process when nothing serves it); ``serve`` queues automatic ones for
+    the executor of the ``selfheal serve`` process that runs this cycle."""
     logger = get_run_logger()
     config = load_live_config(config_path, logger)
     if not config.enabled:
@@ -253,7 +273,7 @@ def cycle(config_path: str | None = None) -> dict[str, Any]:
         probes = probe_breakers_task(rt)
         expired = expire_approvals_task(rt, now)
         plan = plan_recoveries_task(rt, utcnow())
-        started = start_recoveries(rt, plan)
+        started = start_recoveries(rt, plan, dispatch)
         notified = notify_issues_task(rt, summary, utcnow())
         ingested = sum(r.stored for r in reports)
         create_markdown_artifact(

@@ -74,5 +74,14 @@ def launch_recovery_for_approval(rt: Runtime, approval: dict[str, Any]) -> str:
         return f"started flow run {run_id}"
     from flows.recover import recover
 
-    result = recover(approval["issue_id"], approval["recovery_id"], approval["id"], rt.config_path)
+    state = recover(
+        approval["issue_id"],
+        approval["recovery_id"],
+        approval["id"],
+        rt.config_path,
+        return_state=True,
+    )
+    if state.is_failed():
+        return f"ran in process: failed ({state.message})"
+    result = state.result()
     return f"ran in process: {result.get('status')}"

@@ -33,7 +33,7 @@ from flows.runtime import Runtime, open_runtime
 from storage.approvals import ApprovalAlreadyDecided, decide, get_approval, set_flow_run
 from storage.audit import audit
 from storage.issues import anomalies_frame, get_issue, set_issue_status
-from storage.recoveries import get_recovery, update_recovery
+from storage.recoveries import claim_execution, get_recovery, mark_approved, update_recovery
 from tasks.notify import Notification
 from tasks.recovery.base import IssueInfo, RecoveryContext
 from tasks.recovery.manager import RecoveryManager
@@ -162,7 +162,9 @@ def wait_for_decision(
 )
 def recover(
     issue_id: int, recovery_id: int, approval_id: str | None = None, config_path: str | None = None
-) -> dict[str, Any]:
+) -> Any:
+    """Returns a dict, or a Failed state (reason as its message) when the recovery failed,
+    escalated past every rung or found every rung quarantined: failures are loud."""
     logger = get_run_logger()
     rt = open_runtime(config_path)
     try:
@@ -171,38 +173,53 @@ def recover(
         if row is None:
             raise LookupError(f"no recovery with id {recovery_id}")
         if row["status"] in ("succeeded", "failed", "rejected", "expired"):
+            if row["status"] == "rejected" and row["finished_at"] is None and approval_id:
+                approval = get_approval(rt.engine, approval_id)
+                return _not_executed(rt, issue, recovery_id, approval)
             logger.info("recovery %s already %s", recovery_id, row["status"])
             return {"status": row["status"], "recovery_id": recovery_id}
         notifier = notifier_for(rt.config)
+        me = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+        approval: dict[str, Any] | None = None
         if approval_id is not None:
             approval = wait_for_decision(rt, issue, approval_id, row["action"])
             if approval["decision"] != "approved":
-                status = approval["decision"] if approval["decision"] != "pending" else "expired"
-                with rt.engine.begin() as conn:
-                    update_recovery(
-                        conn,
-                        recovery_id,
-                        status=status,
-                        finished_at=datetime.now(UTC),
-                        error=approval.get("reason"),
-                    )
-                _artifact(
-                    issue,
-                    f"not executed: approval {status}"
-                    + (f" ({approval['reason']})" if approval.get("reason") else ""),
-                )
-                return {"status": status, "recovery_id": recovery_id, "approval_id": approval_id}
+                return _not_executed(rt, issue, recovery_id, approval)
             with rt.engine.begin() as conn:
-                update_recovery(conn, recovery_id, status="approved")
+                mark_approved(conn, recovery_id)
+                mine = claim_execution(conn, recovery_id, me)
+        else:
+            with rt.engine.begin() as conn:
+                mine = claim_execution(conn, recovery_id, me)
+        if not mine:
+            current = get_recovery(rt.engine, recovery_id) or {}
+            logger.info(
+                "recovery %s is executed by flow run %s (%s); nothing to do here",
+                recovery_id,
+                current.get("flow_run_id"),
+                current.get("status"),
+            )
+            return {
+                "status": "executed elsewhere",
+                "recovery_id": recovery_id,
+                "flow_run_id": current.get("flow_run_id"),
+            }
         result = execute_recovery(rt, issue, recovery_id, row["mode"])
+        if approval is not None:
+            complete_waiting_run(approval, me)  # UI bookkeeping: after the action
         event = "recovery_succeeded" if result["success"] else "recovery_failed"
+        reason = None if result["success"] else failure_reason(result)
         notifier.send(
             Notification(
                 event,
                 issue=_issue_dict(issue),
                 proposed_action=row["action"],
                 approval_id=approval_id,
-                detail={"strategy": result["strategy"], "error": result["error"]},
+                detail={
+                    "strategy": result["strategy"],
+                    "error": result["error"],
+                    **({"issue_status": "escalated", "reason": reason} if reason else {}),
+                },
             )
         )
         _artifact(
@@ -211,9 +228,82 @@ def recover(
             + str(result["strategy"] if result["success"] else result["error"]),
             result["attempts"],
         )
-        return {"status": "succeeded" if result["success"] else "failed", **result}
+        if reason is not None:
+            logger.warning("issue #%s (%s) escalated: %s", issue.id, issue.component, reason)
+            from prefect.states import Failed
+
+            return Failed(message=reason, data={"status": "failed", **result})
+        return {"status": "succeeded", **result}
     finally:
         rt.close()
+
+
+def failure_reason(result: dict[str, Any]) -> str:
+    """One line: what was tried and why it did not heal, for the run state and the log."""
+    tried = [a for a in result["attempts"] if "skipped" not in a]
+    skipped = [a for a in result["attempts"] if "skipped" in a]
+    if not tried:
+        return (
+            "no strategy could act ("
+            + "; ".join(f"{a['strategy']}: {a['skipped']}" for a in skipped)
+            + ")"
+        )
+    last = tried[-1]
+    text = f"recovery failed after {len(tried)} strategies: {last['strategy']}: {last['error']}"
+    quarantined = [a["strategy"] for a in skipped if "quarantined" in str(a["skipped"])]
+    if quarantined:
+        text += f"; quarantined: {', '.join(quarantined)}"
+    return text
+
+
+def _not_executed(
+    rt: Runtime, issue: IssueInfo, recovery_id: int, approval: dict[str, Any]
+) -> dict[str, Any]:
+    status = approval["decision"] if approval["decision"] != "pending" else "expired"
+    with rt.engine.begin() as conn:
+        update_recovery(
+            conn,
+            recovery_id,
+            status=status,
+            finished_at=datetime.now(UTC),
+            error=approval.get("reason"),
+        )
+    _artifact(
+        issue,
+        f"not executed: approval {status}"
+        + (f" ({approval['reason']})" if approval.get("reason") else ""),
+    )
+    me = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    complete_waiting_run(approval, me)
+    return {"status": status, "recovery_id": recovery_id, "approval_id": approval["id"]}
+
+
+def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
+    """The approval's own run, still suspended after the decision was acted on elsewhere,
+    is completed with a message saying where, so the Prefect UI tells the truth."""
+    run_id = approval.get("flow_run_id")
+    if not run_id or run_id == by_run:
+        return
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed
+
+    who = approval.get("decided_by") or "?"
+    if approval["decision"] == "approved":
+        message = f"approved by {who}; executed in flow run {by_run}"
+    else:
+        message = f"{approval['decision']} by {who}: {approval.get('reason') or ''}".strip()
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+            # Only a run still waiting: a resumed one (Scheduled, Pending, Running) is
+            # about to run and ends by itself ("executed elsewhere").
+            if run.state is None or not run.state.is_paused():
+                return
+            client.set_flow_run_state(UUID(run_id), Completed(message=message), force=True)
+    except Exception as exc:  # noqa: BLE001 - the UI lagging must not undo the recovery
+        get_run_logger().warning("could not complete waiting run %s: %s", run_id, exc)
 
 
 def execute_recovery(rt: Runtime, issue: IssueInfo, recovery_id: int, mode: str) -> dict[str, Any]:
@@ -237,7 +327,8 @@ def execute_recovery(rt: Runtime, issue: IssueInfo, recovery_id: int, mode: str)
                 error=result.error,
             )
             if not result.success:
-                set_issue_status(conn, issue.id, "open")
+                # Every rung failed or was quarantined: a human has to look.
+                set_issue_status(conn, issue.id, "escalated")
     if not result.recovery_ids:
         # Nothing could act: close the planned row so it does not look in flight.
         with rt.engine.begin() as conn:

@@ -82,3 +82,12 @@ def with_active_version(
             exc.errors()[0]["msg"],
         )
         return config, None
+
+
+def executor_beacon(db_url: str) -> Path:
+    """The file ``selfheal serve``'s executor touches while it watches this database; the
+    CLI reads it to know whether to wait for the executor or resume the run itself."""
+    import hashlib
+
+    digest = hashlib.sha256(db_url.encode()).hexdigest()[:16]
+    return selfheal_home() / f"executor-{digest}.alive"

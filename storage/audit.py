@@ -31,6 +31,8 @@ EVENTS = (
     "resolved",
     "feedback",
     "config_changed",
+    "interrupted",  # selfheal serve stopped while the recovery ran
+    "resumed",  # ... and its next start ran it again
 )
 
 

@@ -16,7 +16,7 @@ from storage.metrics import _frame, to_ms
 from storage.models import AnomalyRow, DetectionState, Feedback, Issue
 from storage.types import utcnow
 
-ACTIVE = ("open", "recovering", "silenced")
+ACTIVE = ("open", "recovering", "escalated", "silenced")
 
 
 @dataclass

@@ -11,11 +11,14 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, case, func, insert, select, update
 
 from storage.metrics import _frame
-from storage.models import Recovery, RecoveryAction
+from storage.models import Approval, Recovery, RecoveryAction
 from storage.types import utcnow
 
 FINAL = ("succeeded", "failed", "rejected", "expired", "recorded_only", "skipped")
-ACTIVE = ("planned", "awaiting_approval", "approved", "running")
+# queued: decided by a cycle run inside ``selfheal serve``, for its in-process executor.
+# interrupted: serve stopped while it ran; the next start resumes or expires it.
+ACTIVE = ("queued", "planned", "awaiting_approval", "approved", "running", "interrupted")
+EXECUTABLE = ("queued", "planned", "approved")
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,8 @@ def _aware(ts: datetime | None) -> datetime | None:
 
 
 def count_in_flight(
-    engine: Engine | Connection, statuses: Sequence[str] = ("planned", "approved", "running")
+    engine: Engine | Connection,
+    statuses: Sequence[str] = ("queued", "planned", "approved", "running"),
 ) -> int:
     """Recoveries in one of ``statuses`` (by default: admitted and not yet finished)."""
     t = Recovery.table()
@@ -267,3 +271,130 @@ def recovery_counts(engine: Engine | Connection) -> list[tuple[str, str, int]]:
         with engine.connect() as conn:
             rows = conn.execute(stmt).all()
     return [(str(s), str(st), int(n)) for s, st, n in rows]
+
+
+# -- the in-process executor of ``selfheal serve`` ---------------------------------------
+
+
+def queue_recovery(conn: Connection, recovery_id: int) -> None:
+    """Hand a planned automatic recovery to serve's executor."""
+    t = Recovery.table()
+    conn.execute(
+        update(t).where(t.c.id == recovery_id, t.c.status == "planned").values(status="queued")
+    )
+
+
+def mark_approved(conn: Connection, recovery_id: int) -> None:
+    """awaiting_approval → approved (never rewrites a recovery already running or done)."""
+    t = Recovery.table()
+    conn.execute(
+        update(t)
+        .where(t.c.id == recovery_id, t.c.status == "awaiting_approval")
+        .values(status="approved")
+    )
+
+
+def runnable_recoveries(conn: Connection) -> list[dict[str, Any]]:
+    """What serve's executor should start: queued ones, and approved ones nobody runs yet."""
+    t, a = Recovery.table(), Approval.table()
+    stmt = (
+        select(t.c.id, t.c.issue_id, t.c.component, t.c.status, a.c.id.label("approval_id"))
+        .select_from(t.outerjoin(a, a.c.recovery_id == t.c.id))
+        .where((t.c.status == "queued") | ((t.c.status == "approved") & t.c.flow_run_id.is_(None)))
+        .order_by(t.c.id)
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def take_queued(conn: Connection, recovery_id: int) -> bool:
+    """queued → planned, once (the executor that wins starts it)."""
+    t = Recovery.table()
+    result = conn.execute(
+        update(t).where(t.c.id == recovery_id, t.c.status == "queued").values(status="planned")
+    )
+    return result.rowcount == 1
+
+
+def claim_execution(conn: Connection, recovery_id: int, flow_run_id: str) -> bool:
+    """Record which flow run executes this recovery; False when another run already does.
+
+    Exactly once: a resumed approval run, serve's executor and a retried run all call this
+    before acting, and only the first (or the same run again) gets True.
+    """
+    t = Recovery.table()
+    result = conn.execute(
+        update(t)
+        .where(
+            t.c.id == recovery_id,
+            t.c.status.in_(EXECUTABLE),
+            t.c.flow_run_id.is_(None) | (t.c.flow_run_id == flow_run_id),
+        )
+        .values(flow_run_id=flow_run_id)
+    )
+    return result.rowcount == 1
+
+
+def unfinished_rejections(conn: Connection) -> list[dict[str, Any]]:
+    """Rejected recoveries whose waiting run has not recorded the rejection yet."""
+    t, a = Recovery.table(), Approval.table()
+    stmt = (
+        select(t.c.id, t.c.issue_id, t.c.component, a.c.id.label("approval_id"))
+        .select_from(t.outerjoin(a, a.c.recovery_id == t.c.id))
+        .where(t.c.status == "rejected", t.c.finished_at.is_(None))
+    )
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def mark_interrupted(conn: Connection, recovery_ids: Sequence[int], reason: str) -> int:
+    """Recoveries in flight when serve stopped: recorded, for the next start to settle."""
+    if not recovery_ids:
+        return 0
+    t = Recovery.table()
+    result = conn.execute(
+        update(t)
+        .where(t.c.id.in_(list(recovery_ids)), t.c.status.in_(ACTIVE))
+        .values(status="interrupted", error=reason)
+    )
+    return int(result.rowcount)
+
+
+def settle_interrupted(conn: Connection, now: datetime, window_s: float) -> dict[str, list[int]]:
+    """At start: interrupted recoveries younger than ``window_s`` are queued again (approved
+    ones stay approved), older ones expire. Returns the ids by outcome."""
+    t = Recovery.table()
+    rows = conn.execute(
+        select(t.c.id, t.c.created_at, t.c.mode, t.c.strategy).where(t.c.status == "interrupted")
+    ).all()
+
+    a = Approval.table()
+    approved = {
+        r[0]
+        for r in conn.execute(
+            select(a.c.recovery_id).where(
+                a.c.recovery_id.in_([r[0] for r in rows]), a.c.decision == "approved"
+            )
+        )
+    }
+    out: dict[str, list[int]] = {"resumed": [], "expired": []}
+    for rid, created, _mode, _strategy in rows:
+        if created is not None and created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        if created is not None and (now - created).total_seconds() <= window_s:
+            conn.execute(
+                update(t)
+                .where(t.c.id == rid)
+                .values(
+                    status="approved" if rid in approved else "queued",
+                    flow_run_id=None,
+                    started_at=None,
+                )
+            )
+            out["resumed"].append(rid)
+        else:
+            conn.execute(
+                update(t)
+                .where(t.c.id == rid)
+                .values(status="expired", finished_at=now, error="interrupted; too old to resume")
+            )
+            out["expired"].append(rid)
+    return out

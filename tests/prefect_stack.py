@@ -81,7 +81,7 @@ class PrefectStack:
             temporary_settings(updates={PREFECT_API_URL: self.server.api_url})
         )
 
-    def start_serve(self, config: Path) -> None:
+    def start_serve(self, config: Path, cycle: bool = False) -> None:
         from flows.launch import deployment_available
 
         log = (self.home / "serve.log").open("ab")
@@ -93,7 +93,7 @@ class PrefectStack:
                 "serve",
                 "--config",
                 str(config),
-                "--no-cycle",
+                *([] if cycle else ["--no-cycle"]),
                 "--no-dashboard",
             ],
             cwd=REPO,

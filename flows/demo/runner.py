@@ -148,12 +148,15 @@ def answer_approvals(state: DemoState, mode: str) -> None:
     now = time.monotonic()
     for a in list_approvals(pending_only=True, config_path=str(state.config_path)):
         aid = a["id"]
-        if aid in state.answered or not a.get("ui_url"):
-            continue  # answered, or its run is not waiting yet (it then carries its link)
+        if aid in state.answered:
+            continue
         if aid not in state.seen_approvals:
+            # Answered from the notification, as `selfheal approve` can be: serve acts on
+            # the decision whether or not the waiting run is already up in the UI.
             state.seen_approvals[aid] = now
             say(f"approval pending: {aid} [{a['severity']}] {a['proposed_action']}")
-            say(f"    answer in the Prefect UI: {a['ui_url']}  or: selfheal approve {aid}")
+            link = a.get("ui_url") or "(its run is starting)"
+            say(f"    answer in the Prefect UI: {link}  or: selfheal approve {aid}")
         if now - state.seen_approvals[aid] < APPROVAL_DELAY_S:
             continue
         result = approve_recovery(
@@ -416,7 +419,7 @@ def run_demo(
         while time.monotonic() < deadline:
             t0 = time.monotonic()
             try:
-                result = cycle(str(config_path))
+                result = cycle(str(config_path), dispatch="serve")
                 failed_cycles = 0
             except Exception as exc:  # noqa: BLE001 - name what failed, then go on or stop
                 failed_cycles += 1
@@ -466,7 +469,11 @@ def run_demo(
                 current = record_fault(state, spec, detail)
                 state.faults.append(current)
                 say(f"injected {spec.name} on {spec.component}: {spec.description}")
-            time.sleep(max(0.0, CYCLE_S - (time.monotonic() - t0)))
+            # A new issue is actionable after the group wait: the next cycle decides then.
+            pause = CYCLE_S - (time.monotonic() - t0)
+            if result.get("new_issues"):
+                pause = min(pause, config["detection"]["group_wait"] + 0.1)
+            time.sleep(max(0.0, pause))
         else:
             say("time is up")
         code = report(state)
@@ -474,7 +481,7 @@ def run_demo(
             say("still running: Ctrl-C stops the platform, serve, the server and the dashboard")
             try:
                 while True:
-                    cycle(str(config_path))
+                    cycle(str(config_path), dispatch="serve")
                     time.sleep(CYCLE_S)
             except KeyboardInterrupt:
                 say("stopping")

@@ -5,6 +5,8 @@
   recovery with no human decision (no approval answered by a person).
 - **mean time to recover**: over issues with a successful recovery, the mean time from the
   issue's first anomaly to the end of its first successful recovery.
+- **escalated**: issues whose recovery failed on every rung (or found them all
+  quarantined) and wait for a human; they stay escalated until they resolve.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class HealingStats:
     auto_healing_rate: float | None  # percent
     mean_time_to_recover_s: float | None
     recovered_issues: int
+    escalated: int = 0
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -49,4 +52,5 @@ def healing_stats(
         joined = pd.concat({"fix": first_fix, "seen": first_seen}, axis=1, join="inner")
         if not joined.empty:
             mttr = float((joined["fix"] - joined["seen"]).dt.total_seconds().mean())
-    return HealingStats(len(acted_issues), len(auto), rate, mttr, len(healed))
+    escalated = int((issues["status"] == "escalated").sum()) if "status" in issues else 0
+    return HealingStats(len(acted_issues), len(auto), rate, mttr, len(healed), escalated)

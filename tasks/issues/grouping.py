@@ -407,7 +407,8 @@ def group(
         out.anomalies.append(replace(a, fingerprint=issue.fingerprint))
     for fp, issue in by_fp.items():
         quiet = (now - issue.last_seen).total_seconds() >= policy.resolve_after
-        if issue.status in ("open", "recovering", "silenced") and quiet and fp not in out.issues:
+        still = ("open", "recovering", "escalated", "silenced")
+        if issue.status in still and quiet and fp not in out.issues:
             issue.status = "resolved"
             # It became quiet at last_seen + resolve_after, whenever the cycle noticed.
             issue.resolved_at = min(now, issue.last_seen + timedelta(seconds=policy.resolve_after))
@@ -424,11 +425,11 @@ def inhibitions(
     down = {
         i.component: i.id
         for i in issues
-        if i.kind == DOWN_KIND and i.status in ("open", "recovering")
+        if i.kind == DOWN_KIND and i.status in ("open", "recovering", "escalated")
     }
     result: dict[int, int | None] = {}
     for i in issues:
-        if i.kind == DOWN_KIND or i.status not in ("open", "recovering", "silenced"):
+        if i.kind == DOWN_KIND or i.status not in ("open", "recovering", "escalated", "silenced"):
             continue
         inhibitor = down.get(i.component)
         if inhibitor is None:
