@@ -26,7 +26,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy storage tasks
+	$(BIN)/mypy storage tasks flows
 
 format: $(STAMP)
 	$(BIN)/ruff format .

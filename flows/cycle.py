@@ -125,9 +125,9 @@ def notify_issues_task(rt: Runtime, summary: GroupSummary, now: datetime) -> int
     with rt.engine.begin() as conn:
         mark_notified(conn, [i.id for i in due if i.id is not None], now)
     for issue_id in summary.resolved_ids:
-        issue = get_issue(rt.engine, issue_id)
-        if issue is not None and issue.last_notified_at is not None:
-            notifier.send(Notification("issue_resolved", issue=_issue_dict(issue)))
+        resolved = get_issue(rt.engine, issue_id)
+        if resolved is not None and resolved.last_notified_at is not None:
+            notifier.send(Notification("issue_resolved", issue=_issue_dict(resolved)))
             sent += 1
     return sent
 

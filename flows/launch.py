@@ -8,7 +8,10 @@ in process, and recoveries waiting for approval run when they are approved.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.states import State
 
 from flows.runtime import Runtime
 
@@ -41,9 +44,11 @@ def start_deployment_run(
     approval_id: str | None,
     config_path: str | None,
 ) -> str:
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
+    # Called from sync code, run_deployment returns the run (its stubs also allow a coroutine).
+    run: FlowRun = run_deployment(  # type: ignore[assignment]
         RECOVER_DEPLOYMENT,
         parameters={
             "issue_id": issue_id,
@@ -74,7 +79,8 @@ def launch_recovery_for_approval(rt: Runtime, approval: dict[str, Any]) -> str:
         return f"started flow run {run_id}"
     from flows.recover import recover
 
-    state = recover(
+    # Called from sync code with return_state=True, a flow call returns its final State.
+    state: State[Any] = recover(  # type: ignore[assignment]
         approval["issue_id"],
         approval["recovery_id"],
         approval["id"],

@@ -18,11 +18,14 @@ never a silent no-op.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run
+from prefect import flow, get_run_logger, pause_flow_run, suspend_flow_run, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun
 from prefect.concurrency.sync import concurrency
 from prefect.context import get_run_context
 from prefect.input import RunInput
@@ -36,10 +39,20 @@ from storage.issues import anomalies_frame, get_issue, set_issue_status
 from storage.recoveries import claim_execution, get_recovery, mark_approved, update_recovery
 from tasks.notify import Notification
 from tasks.recovery.base import IssueInfo, RecoveryContext
+from tasks.recovery.genetic import GeneticStrategy
 from tasks.recovery.manager import RecoveryManager
 from tasks.recovery.registry import default_strategies
 
 RECOVERY_LIMIT = "selfheal-recoveries"
+
+
+@task(name="genetic-trial", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
+def genetic_trial(name: str, step: Callable[[], Any]) -> Any:
+    """One trial of the genetic search (apply, settle, measure, maybe roll back) as its own
+    task run, so the run's page in the Prefect UI shows the search trial by trial."""
+    return step()
+
+
 UI_ACTOR = "prefect-ui"
 
 
@@ -90,6 +103,14 @@ def approval_markdown(rt: Runtime, issue: IssueInfo, action: str, approval: dict
     return "\n".join(lines)
 
 
+def _flow_run() -> FlowRun:
+    """The flow run this code runs in (recover's steps only run inside one)."""
+    run: FlowRun | None = getattr(get_run_context(), "flow_run", None)
+    if run is None:
+        raise RuntimeError("recover's steps must run inside its flow run")
+    return run
+
+
 def approval_key(approval_id: str) -> str:
     """The pause key (Prefect allows only lowercase letters, digits and dashes)."""
     return "approval-" + approval_id.lower().replace("_", "-")
@@ -103,8 +124,7 @@ def wait_for_decision(
     approval = get_approval(rt.engine, approval_id)
     if approval["decision"] != "pending":
         return approval  # answered before the run got here (CLI raced the suspension)
-    ctx = get_run_context()
-    run = ctx.flow_run  # type: ignore[union-attr]
+    run = _flow_run()
     from prefect.utilities.urls import url_for
 
     ui_url = url_for("flow-run", obj_id=run.id)
@@ -174,12 +194,12 @@ def recover(
             raise LookupError(f"no recovery with id {recovery_id}")
         if row["status"] in ("succeeded", "failed", "rejected", "expired"):
             if row["status"] == "rejected" and row["finished_at"] is None and approval_id:
-                approval = get_approval(rt.engine, approval_id)
-                return _not_executed(rt, issue, recovery_id, approval)
+                rejected = get_approval(rt.engine, approval_id)
+                return _not_executed(rt, issue, recovery_id, rejected)
             logger.info("recovery %s already %s", recovery_id, row["status"])
             return {"status": row["status"], "recovery_id": recovery_id}
         notifier = notifier_for(rt.config)
-        me = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+        me = str(_flow_run().id)
         approval: dict[str, Any] | None = None
         if approval_id is not None:
             approval = wait_for_decision(rt, issue, approval_id, row["action"])
@@ -273,7 +293,7 @@ def _not_executed(
         f"not executed: approval {status}"
         + (f" ({approval['reason']})" if approval.get("reason") else ""),
     )
-    me = str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+    me = str(_flow_run().id)
     complete_waiting_run(approval, me)
     return {"status": status, "recovery_id": recovery_id, "approval_id": approval["id"]}
 
@@ -309,8 +329,12 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
 def execute_recovery(rt: Runtime, issue: IssueInfo, recovery_id: int, mode: str) -> dict[str, Any]:
     """Walk the ladder holding one slot of the recovery concurrency limit."""
     ctx = RecoveryContext(rt.engine, component_specs(rt.config), recovery_settings(rt.config))
-    manager = RecoveryManager(default_strategies(rt.config.custom_strategies), ctx)
-    run = get_run_context().flow_run  # type: ignore[union-attr]
+    strategies = default_strategies(rt.config.custom_strategies)
+    for strategy in strategies.ladder():
+        if isinstance(strategy, GeneticStrategy):
+            strategy.step_runner = genetic_trial
+    manager = RecoveryManager(strategies, ctx)
+    run = _flow_run()
     with concurrency(RECOVERY_LIMIT, occupy=1, strict=True):
         with rt.engine.begin() as conn:
             if issue.id is not None:

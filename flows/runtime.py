@@ -43,7 +43,8 @@ def open_runtime(
     migrate: bool = True,
 ) -> Runtime:
     """Load the configuration (unless given), open the database and apply migrations."""
-    cfg = config if config is not None else load_config(config_path)
+    path = None if config_path is None else os.fspath(config_path)
+    cfg = config if config is not None else load_config(path)
     engine = make_engine(database_url(cfg))
     if migrate:
         ensure_schema(engine)
