@@ -23,6 +23,7 @@ runs stay suspended in Prefect.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import queue
@@ -102,6 +103,14 @@ def _no_heartbeat() -> Iterator[None]:
         yield
 
 
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """A daemon thread that runs in a copy of the creating thread's context, so it talks to
+    the Prefect server serve is using (``temporary_settings`` lives in a context variable,
+    which a plain thread does not inherit: it would start a temporary server of its own)."""
+    ctx = contextvars.copy_context()
+    return threading.Thread(target=ctx.run, args=(target,), name=name, daemon=True)
+
 class CycleLoop:
     """Runs the cycle flow in process on its interval (start jitter: the loop's own wake-up
     latency); a late cycle starts at once and the schedule moves on from there."""
@@ -128,7 +137,7 @@ class CycleLoop:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="selfheal-cycle-loop", daemon=True)
+        self._thread = _thread(self._run, "selfheal-cycle-loop")
         self._thread.start()
 
     def join(self, timeout: float) -> None:
@@ -208,7 +217,7 @@ class ScrapeWatch:
 
     def start(self) -> None:
         if self.targets:
-            threading.Thread(target=self._run, name="selfheal-scrape-watch", daemon=True).start()
+            _thread(self._run, "selfheal-scrape-watch").start()
 
     def check(self) -> None:
         for name, (host, port) in self.targets.items():
@@ -255,8 +264,8 @@ class RecoveryExecutor:
 
     def start(self) -> None:
         for i in range(self.workers):
-            threading.Thread(target=self._worker, name=f"selfheal-recover-{i}", daemon=True).start()
-        threading.Thread(target=self._poll_loop, name="selfheal-executor", daemon=True).start()
+            _thread(self._worker, f"selfheal-recover-{i}").start()
+        _thread(self._poll_loop, "selfheal-executor").start()
 
     def poke(self) -> None:
         self._wake.set()
@@ -441,7 +450,7 @@ class _RunnerThread:
         for d in deps:
             self.runner.add_deployment(d)
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, name="selfheal-runner", daemon=True)
+        self.thread = _thread(self._run, "selfheal-runner")
 
     def _run(self) -> None:
         import asyncio
