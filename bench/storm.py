@@ -300,7 +300,9 @@ def heal(rt: Runtime, config_path: Path, result: StormResult) -> None:
 def timed_recover(issue_id: int, recovery_id: int, config_path: str) -> float:
     """One ``recover`` flow run, as a served deployment run would make it; its wall time."""
     t0 = time.perf_counter()
-    recover(issue_id, recovery_id, None, config_path)
+    # A recovery that fails ends its run Failed (loudly); the storm's strategy fails some by
+    # design, and their fate is read from the records (``account``), not from the run.
+    recover(issue_id, recovery_id, None, config_path, return_state=True)
     return time.perf_counter() - t0
 
 

@@ -46,6 +46,15 @@ from tasks.recovery.registry import default_strategies
 RECOVERY_LIMIT = "selfheal-recoveries"
 
 
+class RecoveryFailed(RuntimeError):
+    """A recovery that failed on every rung, escalated or found them all quarantined (the
+    recover run ends Failed with it); ``result`` is what the run recorded."""
+
+    def __init__(self, reason: str, result: dict[str, Any]) -> None:
+        super().__init__(reason)
+        self.result = result
+
+
 @task(name="genetic-trial", task_run_name="{name}", cache_policy=NO_CACHE, persist_result=False)
 def genetic_trial(name: str, step: Callable[[], Any]) -> Any:
     """One trial of the genetic search (apply, settle, measure, maybe roll back) as its own
@@ -252,7 +261,11 @@ def recover(
             logger.warning("issue #%s (%s) escalated: %s", issue.id, issue.component, reason)
             from prefect.states import Failed
 
-            return Failed(message=reason, data={"status": "failed", **result})
+            # The exception is what a direct call of the flow raises; the message is what
+            # the UI and `prefect flow-run inspect` show.
+            return Failed(
+                message=reason, data=RecoveryFailed(reason, {"status": "failed", **result})
+            )
         return {"status": "succeeded", **result}
     finally:
         rt.close()

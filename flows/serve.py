@@ -103,13 +103,13 @@ def _no_heartbeat() -> Iterator[None]:
         yield
 
 
-
 def _thread(target: Callable[[], None], name: str) -> threading.Thread:
     """A daemon thread that runs in a copy of the creating thread's context, so it talks to
     the Prefect server serve is using (``temporary_settings`` lives in a context variable,
     which a plain thread does not inherit: it would start a temporary server of its own)."""
     ctx = contextvars.copy_context()
     return threading.Thread(target=ctx.run, args=(target,), name=name, daemon=True)
+
 
 class CycleLoop:
     """Runs the cycle flow in process on its interval (start jitter: the loop's own wake-up

@@ -232,14 +232,16 @@ def test_recovery_in_flight_at_sigterm_is_interrupted_then_resumed(
         persist_detection(
             engine,
             [
+                # Down: evidence that a restart is the remedy (a metric anomaly alone on a
+                # live component never restarts it).
                 AnomalyRecord(
-                    "default",
+                    "down",
                     "genetic_optimizer",
-                    "metric",
-                    "latency:mean",
+                    "down",
+                    "down",
                     int(now.timestamp() * 1000),
-                    1.0,
-                    "high",
+                    0.0,
+                    "critical",
                 )
             ],
             {},
