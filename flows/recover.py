@@ -233,9 +233,11 @@ def recover(
                 "recovery_id": recovery_id,
                 "flow_run_id": current.get("flow_run_id"),
             }
-        result = execute_recovery(rt, issue, recovery_id, row["mode"])
         if approval is not None:
-            complete_waiting_run(approval, me)  # UI bookkeeping: after the action
+            # The approval's own run, if another run executes it, ends now: the UI shows
+            # where the action runs while it runs (backoff may keep it minutes).
+            complete_waiting_run(approval, me)
+        result = execute_recovery(rt, issue, recovery_id, row["mode"])
         event = "recovery_succeeded" if result["success"] else "recovery_failed"
         reason = None if result["success"] else failure_reason(result)
         notifier.send(
@@ -324,7 +326,7 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
 
     who = approval.get("decided_by") or "?"
     if approval["decision"] == "approved":
-        message = f"approved by {who}; executed in flow run {by_run}"
+        message = f"approved by {who}; executing in flow run {by_run}"
     else:
         message = f"{approval['decision']} by {who}: {approval.get('reason') or ''}".strip()
     try:

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -77,9 +78,17 @@ def test_always_failing_restart_is_loud(
                 assert set(rec["status"]) == {"failed"}, rec[["strategy", "status", "error"]]
             finally:
                 engine.dispose()
-            with get_client(sync_client=True) as client:
-                # This test's recover run (the session's server holds other tests' runs).
-                runs = [client.read_flow_run(UUID(str(rid))) for rid in rec["flow_run_id"]]
+
+            def ended() -> list[Any] | None:
+                # This test's recover run (the session's server holds other tests' runs),
+                # once it has reached its final state.
+                ids = [UUID(str(rid)) for rid in rec["flow_run_id"].dropna()]
+                with get_client(sync_client=True) as client:
+                    found = [client.read_flow_run(rid) for rid in ids]
+                final = found and all(r.state is not None and r.state.is_final() for r in found)
+                return found if final else None
+
+            runs = wait_until(ended, 30, "the recover run to end")
             failed = [r for r in runs if r.state is not None and r.state.is_failed()]
             assert len(failed) == 1, [(r.name, r.state) for r in runs]
             message = failed[0].state.message or ""  # type: ignore[union-attr]
