@@ -48,6 +48,7 @@ from optuna.distributions import BaseDistribution
 from flows.demo.platform import surface
 from tasks.recovery.base import ComponentSpec, ParameterSpec, ReconfigureSpec
 from tasks.recovery.genetic import (
+    SearchResult,
     distributions,
     make_sampler,
     range_floor,
@@ -161,17 +162,36 @@ def incident(
         direction="maximize",
         load_if_exists=True,
     )
+    start = surface.noisy_score(surface.DEFAULTS, MIX, rng)
+    result = search_surface(study, comp, rng, start, target, INCIDENT_BUDGET)
+    return len(result.trials), result.stop_reason.startswith("score back")
+
+
+def search_surface(
+    study: optuna.Study,
+    comp: ComponentSpec,
+    rng: random.Random,
+    start: float,
+    target: float | None,
+    max_trials: int,
+    events: list[tuple[str, int, dict[str, float]]] | None = None,
+) -> SearchResult:
+    """The production search loop (``run_search``) against the response surface under
+    ``MIX``, from the defaults; each trial and rollback is appended to ``events`` if given."""
     state = {"values": dict(surface.DEFAULTS)}
 
     def try_values(number: int, values: dict[str, float]) -> HealthMeasure | str:
+        if events is not None:
+            events.append(("trial", number, values))
         state["values"] = values
         return HealthMeasure(surface.noisy_score(values, MIX, rng))
 
     def roll_back(number: int, score: float) -> None:
+        if events is not None:
+            events.append(("rollback", number, dict(surface.DEFAULTS)))
         state["values"] = dict(surface.DEFAULTS)
 
-    start = surface.noisy_score(surface.DEFAULTS, MIX, rng)
-    result = run_search(
+    return run_search(
         study,
         distributions(comp),
         lambda v: clip_values(comp, v),
@@ -180,10 +200,9 @@ def incident(
         start_values=dict(surface.DEFAULTS),
         start_score=start,
         target=target,
-        max_trials=INCIDENT_BUDGET,
+        max_trials=max_trials,
         confirm=lambda: HealthMeasure(surface.noisy_score(state["values"], MIX, rng)),
     )
-    return len(result.trials), result.stop_reason.startswith("score back")
 
 
 def learning(seeds: int) -> dict[str, float]:

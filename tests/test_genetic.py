@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,7 +15,6 @@ import pytest
 from sqlalchemy import Engine
 
 from flows.demo.platform import surface
-from flows.demo.platform.launcher import free_port, wait_healthy
 from storage.metrics import SeriesKey, SeriesResolver, insert_samples
 from storage.recoveries import actions_frame
 from tasks.recovery.base import (
@@ -29,8 +26,8 @@ from tasks.recovery.base import (
     RecoveryContext,
     RecoverySettings,
 )
-from tasks.recovery.genetic import GeneticStrategy, open_study, run_search
-from tasks.recovery.health import HealthMeasure
+from tasks.recovery.genetic import GeneticStrategy, open_study
+from tests.toy_service import running_toy
 
 REPO = Path(__file__).resolve().parents[1]
 BOUNDS = {"x": (-10.0, 10.0), "y": (-10.0, 10.0)}
@@ -38,33 +35,8 @@ BOUNDS = {"x": (-10.0, 10.0), "y": (-10.0, 10.0)}
 
 @pytest.fixture
 def toy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    cfg = tmp_path / "toy.json"
-    cfg.write_text(json.dumps({"x": 0.0, "y": 0.0, "other": "kept"}))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.toy_service",
-            "--port",
-            str(port),
-            "--config",
-            str(cfg),
-            "--optimum",
-            "x=3,y=7",
-            "--width",
-            "2",
-        ],
-        cwd=REPO,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_healthy(url, 15)
-        yield url, cfg
-    finally:
-        proc.kill()
-        proc.wait()
+    with running_toy(tmp_path, {"x": 0.0, "y": 0.0, "other": "kept"}, "x=3,y=7", 2) as running:
+        yield running
 
 
 def spec(url: str, cfg: Path) -> ComponentSpec:
@@ -208,38 +180,14 @@ def test_a_persisted_study_warm_starts_the_next_search(
 
 
 def test_search_loop_on_the_demo_surface_never_leaves_bounds_and_rolls_back_at_once() -> None:
-    from bench.genetic import component
-    from tasks.recovery.genetic import distributions
-    from tasks.recovery.params import clip_values
+    from bench.genetic import MIX, component, search_surface
 
-    comp = component()
-    rng = random.Random(5)
+    assert MIX == "shifted"
     events: list[tuple[str, int, dict[str, float]]] = []
-    state = {"values": dict(surface.DEFAULTS)}
-
-    def try_values(n: int, values: dict[str, float]) -> HealthMeasure:
-        events.append(("trial", n, values))
-        state["values"] = values
-        return HealthMeasure(surface.noisy_score(values, "shifted", rng))
-
-    def roll_back(n: int, score: float) -> None:
-        events.append(("rollback", n, dict(surface.DEFAULTS)))
-        state["values"] = dict(surface.DEFAULTS)
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction="maximize")
-    start = surface.score(surface.DEFAULTS, "shifted")
-    result = run_search(
-        study,
-        distributions(comp),
-        lambda v: clip_values(comp, v),
-        try_values,
-        roll_back,
-        start_values=dict(surface.DEFAULTS),
-        start_score=start,
-        target=None,
-        max_trials=25,
-    )
+    start = surface.score(surface.DEFAULTS, MIX)
+    result = search_surface(study, component(), random.Random(5), start, None, 25, events)
     assert len(result.trials) == 25
     for _, _, values in events:
         for k, (lo, hi) in surface.BOUNDS.items():

@@ -38,6 +38,7 @@ from tasks.recovery.genetic import GeneticStrategy, open_study
 from tasks.recovery.manager import RecoveryManager
 from tasks.recovery.reconfigure import ReconfigureStrategy
 from tasks.recovery.registry import default_strategies
+from tests.toy_service import running_toy
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = RecoverySettings(
@@ -204,33 +205,8 @@ def test_hanging_command_is_killed_with_its_children(tmp_path: Path) -> None:
 
 @pytest.fixture
 def toy(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    cfg = tmp_path / "toy.json"
-    cfg.write_text(json.dumps({"pool_size": 4, "cache_size": 100}))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.toy_service",
-            "--port",
-            str(port),
-            "--config",
-            str(cfg),
-            "--optimum",
-            "pool_size=4",
-            "--width",
-            "1",
-        ],
-        cwd=REPO,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_healthy(url, 15)
-        yield url, cfg
-    finally:
-        proc.kill()
-        proc.wait()
+    with running_toy(tmp_path, {"pool_size": 4, "cache_size": 100}, "pool_size=4", 1) as running:
+        yield running
 
 
 def toy_spec(url: str, cfg: Path, default_pool: float = 4) -> ComponentSpec:
@@ -286,29 +262,7 @@ def test_reconfigure_stays_in_bounds_and_fixes_a_bad_value(
 def test_genetic_reaches_the_optimum_and_resumes_in_a_new_process(
     engine: Engine, db_url: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    cfg = tmp_path / "toy.json"
-    cfg.write_text(json.dumps({"x": 0.0, "y": 0.0}))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tests.toy_service",
-            "--port",
-            str(port),
-            "--config",
-            str(cfg),
-            "--optimum",
-            "x=3,y=7",
-            "--width",
-            "2",
-        ],
-        cwd=REPO,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        assert wait_healthy(url, 15)
+    with running_toy(tmp_path, {"x": 0.0, "y": 0.0}, "x=3,y=7", 2) as (url, cfg):
         spec = ComponentSpec(
             "toy2",
             health=HealthSpec(
@@ -338,9 +292,6 @@ def test_genetic_reaches_the_optimum_and_resumes_in_a_new_process(
         assert best >= 0.9, (recoveries, values)
         n_trials = len(open_study(spec, ctx, kind="behaviour").trials)
         assert n_trials == 3 * recoveries
-    finally:
-        proc.kill()
-        proc.wait()
     # A new process continues the same study.
     code = (
         "import sys, optuna\n"

@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def score(config: Path, optimum: dict[str, float], width: float) -> float:
@@ -22,6 +28,30 @@ def score(config: Path, optimum: dict[str, float], width: float) -> float:
         return 0.0
     total = sum(((float(values.get(k, 0.0)) - t) / width) ** 2 for k, t in optimum.items())
     return 1.0 / (1.0 + total)
+
+
+@contextmanager
+def running_toy(
+    folder: Path, config: dict[str, object], optimum: str, width: float
+) -> Iterator[tuple[str, Path]]:
+    """Start this service on a free port with ``config`` written to ``folder/toy.json``;
+    yields ``(base_url, config_path)`` once it answers, and kills it afterwards."""
+    from flows.demo.platform.launcher import free_port, wait_healthy
+
+    port = free_port()
+    cfg = folder / "toy.json"
+    cfg.write_text(json.dumps(config))
+    args = ["--port", str(port), "--config", str(cfg), "--optimum", optimum, "--width", str(width)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.toy_service", *args], cwd=REPO, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_healthy(url, 15), f"the toy service on {url} did not answer in 15 s"
+        yield url, cfg
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def main() -> None:

@@ -13,15 +13,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tasks.detection.timeseries._common import SeriesDetector
+from tasks.detection.timeseries._common import SeriesDetector, Span, to_points
 
 
 class ChunkedModelDetector(SeriesDetector):
-    """Subclasses implement ``_train``, ``_apply`` and ``_chunk_spans``."""
+    """Subclasses implement ``_train`` and ``_apply`` and take the constructor parameters
+    ``train``, ``refit_every`` (spans) and ``min_train`` (points)."""
+
+    train: Span
+    refit_every: Span
+    min_train: int
+    # The fewest points a model may be trained on, whatever ``min_train`` says.
+    min_train_floor = 2
 
     def _chunk_spans(self, interval: pd.Timedelta) -> tuple[int, int, int]:
         """``(train_points, refit_every_points, min_train_points)``."""
-        raise NotImplementedError
+        return (
+            to_points(self.train, interval, minimum=2),
+            to_points(self.refit_every, interval),
+            max(int(self.min_train), self.min_train_floor),
+        )
 
     def _train(self, values: np.ndarray, index: pd.Index) -> Any | None:
         """Learn from ``values`` (the training span); ``None`` when there is too little data."""

@@ -61,6 +61,7 @@ class ForecastResidualDetector(ChunkedModelDetector):
     """
 
     name = "forecast"
+    min_train_floor = 10
 
     def __init__(
         self,
@@ -79,13 +80,6 @@ class ForecastResidualDetector(ChunkedModelDetector):
         self.threshold = threshold
         self.refractory = refractory
         self.min_train = min_train
-
-    def _chunk_spans(self, interval: pd.Timedelta) -> tuple[int, int, int]:
-        return (
-            to_points(self.train, interval, minimum=2),
-            to_points(self.refit_every, interval),
-            max(int(self.min_train), 10),
-        )
 
     def _history_span(self, interval: pd.Timedelta) -> int:
         return to_points(self.train, interval) + to_points(self.refractory, interval, minimum=0)

@@ -101,13 +101,6 @@ class IsolationForestDetector(ChunkedModelDetector):
         self.margin = margin
         self.refractory = refractory
 
-    def _chunk_spans(self, interval: pd.Timedelta) -> tuple[int, int, int]:
-        return (
-            to_points(self.train, interval, minimum=2),
-            to_points(self.refit_every, interval),
-            max(int(self.min_train), 2),
-        )
-
     def _history_span(self, interval: pd.Timedelta) -> int:
         return (
             to_points(self.train, interval)
