@@ -681,6 +681,10 @@ def demo_cmd(
         480.0  # seven faults; the last (workload_shift) is healed by a search of ~1-3 min
     ),
     seed: Annotated[int, typer.Option(help="Seeds the services' noise and the pacing.")] = 0,
+    faults: Annotated[
+        str | None,
+        typer.Option(help="Inject only these faults (comma-separated names), in script order."),
+    ] = None,
     keep_running: Annotated[
         bool,
         typer.Option(
@@ -691,11 +695,16 @@ def demo_cmd(
     """Heal a simulated HMS platform end to end: inject scripted faults, detect, recover,
     print a verdict per fault; exit 1 if a fault was missed or not healed."""
     from flows.config import Mode  # noqa: F401 - documents the choices
+    from flows.demo.platform.faults import select_faults
     from flows.demo.runner import run_demo
 
     if mode not in ("manual", "supervised", "automated", "learning"):
         fail(f"--mode {mode!r}: choose manual, supervised, automated or learning", 2)
-    raise typer.Exit(run_demo(mode, duration, seed, keep_running))
+    try:
+        select_faults(faults)
+    except ValueError as exc:
+        fail(f"--faults: {exc}", 2)
+    raise typer.Exit(run_demo(mode, duration, seed, keep_running, faults))
 
 
 from flows.logs_cmd import register as _register_logs_cmd  # noqa: E402

@@ -75,3 +75,23 @@ def test_db_upgrade_creates_schema(tmp_path) -> None:  # type: ignore[no-untyped
 
     newest = max(p.name.split("_")[0] for p in (MIGRATIONS_DIR / "versions").glob("0*.py"))
     assert f"empty -> {newest}" in result.stdout
+
+
+def test_demo_with_an_unknown_fault_names_it_and_the_known_ones() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "demo", "--faults", "crash,meteor"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "unknown fault meteor" in result.stderr and "memory_leak" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_fault_selection_keeps_script_order() -> None:
+    from flows.demo.platform.faults import SCRIPT, select_faults
+
+    assert select_faults(None) == SCRIPT
+    picked = select_faults("memory_leak, crash")
+    assert [s.name for s in picked] == ["crash", "memory_leak"]

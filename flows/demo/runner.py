@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from flows.demo.platform.faults import SCRIPT, FaultSpec, inject
+from flows.demo.platform.faults import FaultSpec, inject, select_faults
 from flows.demo.settings import demo_config
 from flows.runtime import selfheal_home
 
@@ -53,6 +53,7 @@ class DemoState:
     workdir: Path
     config_path: Path
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    script: tuple[FaultSpec, ...] = ()  # the faults this run injects, in order
     faults: list[FaultRun] = field(default_factory=list)
     answered: set[str] = field(default_factory=set)
     seen_approvals: dict[str, float] = field(default_factory=dict)
@@ -257,7 +258,7 @@ def report(state: DemoState) -> int:
     print()
     missed = [v for v in verdicts if not v.detected]
     unhealed = [v for v in verdicts if not v.recovered]
-    not_run = len(SCRIPT) - len(verdicts)
+    not_run = len(state.script) - len(verdicts)
     print(
         f"faults: {len(verdicts)} injected, {len(verdicts) - len(missed)} detected, "
         f"{len(verdicts) - len(unhealed)} healed"
@@ -339,8 +340,14 @@ def why_cycles_fail(
 
 
 def run_demo(
-    mode: str = "supervised", duration: float = 240.0, seed: int = 0, keep_running: bool = False
+    mode: str = "supervised",
+    duration: float = 240.0,
+    seed: int = 0,
+    keep_running: bool = False,
+    faults: str | None = None,
 ) -> int:
+    """Run the demo; ``faults`` names the faults to inject (comma-separated, default all).
+    The demo ends when the last fault is decided or ``duration`` seconds have passed."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -354,6 +361,7 @@ def run_demo(
     from flows.prefect_server import LocalPrefectServer
     from storage.engine import sqlite_url_for
 
+    script = select_faults(faults)
     rng = random.Random(seed)
     home = selfheal_home()
     run_id = f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}-seed{seed}"
@@ -380,7 +388,7 @@ def run_demo(
         build_config(config, environ={})  # the demo's own configuration must validate
         config_path = workdir / "selfheal.json"
         config_path.write_text(json.dumps(config, indent=2))
-        state = DemoState(run_id, workdir, config_path)
+        state = DemoState(run_id, workdir, config_path, script=script)
         if server is not None:
             starter.join()
             if not server.process or server.process.poll() is not None:
@@ -411,7 +419,7 @@ def run_demo(
         from flows.cycle import cycle
 
         say(f"warming up for {WARMUP_S:.0f} s (detectors learn the normal range)")
-        script = list(SCRIPT)
+        pending = list(script)
         next_at = time.monotonic() + WARMUP_S
         current: FaultRun | None = None
         served = False
@@ -458,9 +466,9 @@ def run_demo(
                     next_at = time.monotonic() + SETTLE_S + rng.uniform(0, 1.5)
             ready = current is None or current.done_at is not None
             if ready and served and time.monotonic() >= next_at:
-                if not script:
+                if not pending:
                     break
-                spec = script.pop(0)
+                spec = pending.pop(0)
                 try:
                     detail = inject(spec, platform)
                 except Exception as exc:  # noqa: BLE001 - e.g. the component is still down

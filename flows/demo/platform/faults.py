@@ -85,6 +85,19 @@ SCRIPT: tuple[FaultSpec, ...] = (
 )
 
 
+def select_faults(names: str | None) -> tuple[FaultSpec, ...]:
+    """The script's faults named in ``names`` (comma-separated), in script order; all when
+    ``names`` is empty. Raises ``ValueError`` naming an unknown fault."""
+    if not names:
+        return SCRIPT
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    known = [spec.name for spec in SCRIPT]
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise ValueError(f"unknown fault {', '.join(unknown)}; the script has {', '.join(known)}")
+    return tuple(spec for spec in SCRIPT if spec.name in wanted)
+
+
 def inject(spec: FaultSpec, platform: Platform) -> dict[str, Any]:
     """Apply the fault to the running platform; returns what was done (for the record)."""
     svc = platform.services[spec.component]
