@@ -188,3 +188,24 @@ def test_continuation_lines_keep_their_text() -> None:
     restored = LogFormat.from_state(json.loads(json.dumps(fmt.to_state())))
     assert restored is not None
     assert restored.split(lines[3], now)[1:] == ("ERROR", "job 3 failed")
+
+
+def test_a_burst_of_one_message_does_not_become_a_header_column() -> None:
+    # A small log, then 300 lines of one exception: the exception's name ends in ":" in
+    # almost every line, but it is the message's first word, not a tag column.
+    head = [
+        "2026-12-07T05:53:48.639Z INFO [repo] config loaded: pool_size=8 timeout_ms=500",
+        "2026-12-07T05:53:48.646Z INFO [repo] repo listening on 127.0.0.1:32871",
+        "2026-12-07T05:56:06.531Z INFO [repo] fault injected: error_burst",
+    ]
+    burst = [
+        f"2026-12-07T05:56:06.{546 + i % 400:03d}Z ERROR [repo] java.lang.OutOfMemoryError: "
+        f"Java heap space (block {i})"
+        for i in range(300)
+    ]
+    now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
+    for lines in (head, head + burst):
+        fmt = learn_format(lines, now)
+        assert fmt.tag_col is None, fmt.describe()
+        assert fmt.split(burst[7], now)[2].startswith("java.lang.OutOfMemoryError: Java heap")
+        assert fmt.split(head[2], now)[2] == "fault injected: error_burst"

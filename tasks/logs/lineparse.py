@@ -587,6 +587,18 @@ def learn_format(lines: Sequence[str], now: datetime | None = None) -> LogFormat
     return fmt
 
 
+def _distinct_shapes(rows: list[list[str]]) -> list[list[str]]:
+    """One row per shape (digits masked), in order."""
+    seen: set[str] = set()
+    out = []
+    for row in rows:
+        shape = _DIGITS.sub("0", " ".join(row))
+        if shape not in seen:
+            seen.add(shape)
+            out.append(row)
+    return out
+
+
 def _learn(sample: list[str], now: datetime) -> LogFormat:
     if not sample:
         return LogFormat()
@@ -656,6 +668,14 @@ def _learn_columns(sample: list[str], now: datetime) -> LogFormat:
     def share(i: int, test: Any) -> float:
         return sum(1 for r in rows if len(r) > i and test(r[i])) / n
 
+    # Tag and separator columns are claims about words that could be the
+    # message's own ("java.lang.OutOfMemoryError: ..."): they are counted over distinct
+    # line shapes, so a burst of one message cannot outvote the rest of the file.
+    shapes = _distinct_shapes(rows)
+
+    def shape_share(i: int, test: Any) -> float:
+        return sum(1 for r in shapes if len(r) > i and test(r[i])) / len(shapes)
+
     # Timestamp: the run of columns that parses as one in most lines; ties go to the
     # finer one (sub-second digits), then the earlier one.
     best: tuple[float, bool, int, int, tuple[int, ...], tuple[str, ...], bool] | None = None
@@ -699,7 +719,7 @@ def _learn_columns(sample: list[str], now: datetime) -> LogFormat:
         (
             i
             for i in range(min(reach, MAX_HEADER))
-            if share(i, lambda t: len(t) > 1 and t.endswith(":")) >= 0.6
+            if shape_share(i, lambda t: len(t) > 1 and t.endswith(":")) >= 0.6
         ),
         None,
     )
@@ -707,7 +727,7 @@ def _learn_columns(sample: list[str], now: datetime) -> LogFormat:
         (
             i
             for i in range(1, min(reach + 1, MAX_HEADER))
-            if share(i, lambda t: t in _SEPARATORS) >= 0.7
+            if shape_share(i, lambda t: t in _SEPARATORS) >= 0.7
         ),
         None,
     )
