@@ -66,6 +66,15 @@ def free_or(port: int) -> int:
     return port if not port_in_use("127.0.0.1", port) else free_port()
 
 
+def free_other_than(taken: int) -> int:
+    from flows.demo.platform.launcher import free_port
+
+    port = free_port()
+    while port == taken:
+        port = free_port()
+    return port
+
+
 def launch_serve(config_path: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """``selfheal serve`` for the recover deployment (the cycle runs here, in process)."""
     argv = [
@@ -102,8 +111,9 @@ def yield_cpu_to_platform(pid: int) -> None:
 
 
 def route_prefect_logs(log_path: Path) -> logging.Handler:
-    """Prefect's INFO lines (every task run) go to ``log_path``; the terminal keeps the
-    demo's narrative and Prefect's warnings and errors."""
+    """Prefect's lines (every task run, and the warnings an injected fault causes, such as
+    a scrape of a killed component) go to ``log_path``; the terminal keeps the demo's
+    narrative and Prefect's errors."""
     from prefect.logging.configuration import setup_logging
     from prefect.logging.handlers import PrefectConsoleHandler
 
@@ -111,7 +121,7 @@ def route_prefect_logs(log_path: Path) -> logging.Handler:
     for logger in (logging.getLogger(), logging.getLogger("prefect")):
         for handler in logger.handlers:
             if isinstance(handler, PrefectConsoleHandler):
-                handler.setLevel(logging.WARNING)
+                handler.setLevel(logging.ERROR)
     to_file = logging.FileHandler(log_path)
     to_file.setLevel(logging.INFO)
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -384,7 +394,11 @@ def run_demo(
         platform = start_platform(workdir / "platform", rate=10, seed=seed)
         stack.callback(platform.stop)
         say("platform up: " + ", ".join(f"{n} :{s.port}" for n, s in platform.services.items()))
-        config = demo_config(platform, sqlite_url_for(workdir / "selfheal.db"), mode)
+        # Two ports chosen now: the dashboard's, and serve's /metrics (serve starts first).
+        dash_port = free_or(8080)
+        config = demo_config(
+            platform, sqlite_url_for(workdir / "selfheal.db"), mode, free_other_than(dash_port)
+        )
         build_config(config, environ={})  # the demo's own configuration must validate
         config_path = workdir / "selfheal.json"
         config_path.write_text(json.dumps(config, indent=2))
@@ -407,7 +421,7 @@ def run_demo(
         env = {**os.environ, "PREFECT_API_URL": api_url, "SELFHEAL_HOME": str(home)}
         serve = launch_serve(config_path, env, workdir / "serve.log")
         stack.callback(stop_process, serve)
-        dash = DashboardServer(str(config_path), port=free_or(8080))
+        dash = DashboardServer(str(config_path), port=dash_port)
         dash.start_in_thread()
         stack.callback(dash.stop)
         say(f"dashboard on {dash.url}; Prefect UI on {api_url.removesuffix('/api')}")

@@ -20,7 +20,11 @@ PARAMETERS = {
 }
 
 
-def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
+def demo_config(
+    platform: Platform, db_url: str, mode: str, metrics_port: int = 8081
+) -> dict[str, Any]:
+    """The demo's configuration; ``metrics_port`` is where ``selfheal serve`` exposes
+    ``/metrics`` (the demo's own dashboard has another port)."""
     comps: dict[str, Any] = {}
     for name, svc in platform.services.items():
         comp: dict[str, Any] = {
@@ -55,6 +59,7 @@ def demo_config(platform: Platform, db_url: str, mode: str) -> dict[str, Any]:
         "quarantine_period": 60,
         "approval_timeout": 120,
         "metrics_history_days": 1,
+        "dashboard_port": metrics_port,
         "components": comps,
         "ingest": {"retries": 0, "scrape_timeout": 1.0},
         "detection": {
