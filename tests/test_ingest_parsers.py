@@ -76,11 +76,12 @@ def test_bad_values_and_timestamps_rejected_with_reason(engine: Engine) -> None:
     store_samples(engine, frame, report)
     assert report.stored == 1
     assert report.rejected == {
-        "value is NaN": 1,
         "value is infinite": 2,
         "timestamp too far in the future": 1,
         "timestamp before 2000": 1,
     }
+    # NaN is Prometheus's "no value now" (a summary with no observations): not an error.
+    assert report.notes["NaN samples skipped"] == 1
 
 
 def test_same_payload_twice_stores_nothing_new(engine: Engine) -> None:
@@ -131,11 +132,11 @@ def test_csv_bad_rows_counted_good_rows_kept(engine: Engine, tmp_path: Path) -> 
         "unparseable timestamp": 1,
         "value is not a number": 1,
         "wrong number of fields": 1,
-        "value is NaN": 1,
         "empty component": 1,
         "malformed labels": 1,
         "timestamp too far in the future": 1,
     }
+    assert report.notes["NaN samples skipped"] == 1
 
 
 def test_csv_without_required_columns_is_a_clear_error(engine: Engine, tmp_path: Path) -> None:

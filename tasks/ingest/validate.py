@@ -18,9 +18,16 @@ def validate_samples(
     if frame.empty:
         return frame
     values = frame["value"].to_numpy(dtype=float, na_value=np.nan)
+    nan = np.isnan(values)
+    if nan.any():
+        # NaN is a legal Prometheus value meaning "no value now" (a summary with no
+        # observations, an archiver that never archived): skipped and counted, not an error.
+        report.notes["NaN samples skipped"] += int(nan.sum())
+        frame, values = frame[~nan], values[~nan]
+        if frame.empty:
+            return frame
     ts = frame["ts"].to_numpy(dtype="int64")
     checks = [
-        ("value is NaN", np.isnan(values)),
         ("value is infinite", np.isinf(values)),
         ("timestamp too far in the future", ts > now_ms + max_future_ms),
         ("timestamp before 2000", ts < MIN_TS_MS),
