@@ -677,7 +677,13 @@ def demo_cmd(
     mode: Annotated[str, typer.Option(help="manual, supervised, automated or learning.")] = (
         "supervised"
     ),
-    duration: Annotated[float, typer.Option(help="Stop injecting after this many seconds.")] = (
+    duration: Annotated[
+        float,
+        typer.Option(
+            help="Inject no fault after this many seconds (one in progress is followed to "
+            "its verdict)."
+        ),
+    ] = (
         480.0  # seven faults; the last (workload_shift) is healed by a search of ~1-3 min
     ),
     seed: Annotated[int, typer.Option(help="Seeds the services' noise and the pacing.")] = 0,

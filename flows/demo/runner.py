@@ -438,7 +438,9 @@ def run_demo(
         current: FaultRun | None = None
         served = False
         failed_cycles = 0
-        while time.monotonic() < deadline:
+        # ``duration`` bounds the injecting; a fault already injected is still followed to
+        # its verdict (healed, or its own timeout), so no fault is judged half-way.
+        while time.monotonic() < deadline or (current is not None and current.done_at is None):
             t0 = time.monotonic()
             try:
                 result = cycle(str(config_path), dispatch="serve")
@@ -480,7 +482,9 @@ def run_demo(
                     next_at = time.monotonic() + SETTLE_S + rng.uniform(0, 1.5)
             ready = current is None or current.done_at is not None
             if ready and served and time.monotonic() >= next_at:
-                if not pending:
+                if not pending or time.monotonic() >= deadline:
+                    if pending:
+                        say(f"time is up: {len(pending)} fault(s) not injected")
                     break
                 spec = pending.pop(0)
                 try:
@@ -497,7 +501,7 @@ def run_demo(
                 pause = min(pause, config["detection"]["group_wait"] + 0.1)
             time.sleep(max(0.0, pause))
         else:
-            say("time is up")
+            say(f"time is up: {len(pending)} fault(s) not injected")
         code = report(state)
         if keep_running:
             say("still running: Ctrl-C stops the platform, serve, the server and the dashboard")
