@@ -364,6 +364,8 @@ class LogFormat:
     recent: int = 0
     _ts_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _level_cache: dict[str, str | None] = field(default_factory=dict, repr=False)
+    # (text up to the fraction's separator, text after its digits, base) of the last stamp
+    _ts_last: tuple[str, str, float | None] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -456,18 +458,37 @@ class LogFormat:
 
     def _ts(self, text: str, now: datetime) -> float | None:
         """Epoch seconds of the timestamp text; parsed once per second of text (cached)."""
+        last = self._ts_last
+        if last is not None:
+            # Most lines share the previous line's second: the same text before the
+            # fraction's digits and after them. Then the fraction is the one match of
+            # _FRACTION_RE (nothing before it can match, since the text up to and including
+            # its separator is the same) and the cache key is the previous one.
+            head, tail, base = last
+            end = len(text) - len(tail)
+            if text.startswith(head) and text.endswith(tail) and 0 < end - len(head) <= 9:
+                digits = text[len(head) : end]
+                if digits.isdecimal():
+                    return None if base is None else base + float("0." + digits)
         frac = 0.0
         m = _FRACTION_RE.search(text)
+        key = text
         if m is not None:
             frac = float("0." + m.group(1))
-            text = text[: m.start()] + text[m.end() :]
+            key = text[: m.start()] + text[m.end() :]
         cache = self._ts_cache
-        base = cache.get(text, _MISS)
+        base = cache.get(key, _MISS)
         if base is _MISS:
-            base = parse_span(text.split("\x1f"), self.ts_kinds, self.dayfirst, now)
+            base = parse_span(key.split("\x1f"), self.ts_kinds, self.dayfirst, now)
             if len(cache) > 50_000:
                 cache.clear()
-            cache[text] = base
+            cache[key] = base
+        # Remembered only when the digits end the run (a longer run was cut at 9 digits).
+        tail = text[m.end() :] if m is not None else ""
+        if m is not None and not tail[:1].isdecimal():
+            self._ts_last = (text[: m.start() + 1], tail, base)
+        else:
+            self._ts_last = None
         return None if base is None else base + frac
 
     def _tokens(self, line: str, n: int) -> list[str]:
@@ -483,7 +504,7 @@ class LogFormat:
 
     def _split_columns(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         h = self.header
-        toks = self._tokens(line, h)
+        toks = self._tokens(line, h) if self.spaced_brackets else line.split(None, h)
         if len(toks) < h:
             self._count(False)
             return None, None, line.strip()
