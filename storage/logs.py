@@ -16,6 +16,9 @@ from storage.types import utcnow
 
 # (generation, byte_offset, ts_ms, level, template_id, message)
 EventRow = tuple[int, int, int, str | None, int | None, str]
+# (source_id, generation, byte_offset, ts_ms, component, level, template_id, message): a
+# log_events row in column order
+EventInsert = tuple[int, int, int, int, str, str | None, int | None, str]
 
 
 @dataclass
@@ -76,8 +79,16 @@ def commit_batch(
     The position and the lines it covers commit together, so a crash leaves either both
     or neither; a line seen twice (same generation and offset) is ignored.
     """
+    sid = pos.source_id
+    rows = [(sid, g, off, ts, component, level, tid, msg) for g, off, ts, level, tid, msg in events]
+    return commit_rows(conn, pos, rows)
+
+
+def commit_rows(conn: Connection, pos: TailPosition, rows: Sequence[EventInsert]) -> int:
+    """:func:`commit_batch` for rows that already hold their source id and component (the
+    tail path builds them so, which saves a copy of every row)."""
     inserted = 0
-    if events and conn.dialect.name == "sqlite":
+    if rows and conn.dialect.name == "sqlite":
         # The driver's executemany is several times faster than a compiled insert per row;
         # total_changes counts what was really inserted (ignored rows do not count).
         raw = conn.connection.driver_connection
@@ -85,32 +96,29 @@ def commit_batch(
         conn.exec_driver_sql(
             "INSERT OR IGNORE INTO log_events (source_id, generation, byte_offset, ts, "
             "component, level, template_id, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (pos.source_id, g, off, ts, component, level, tid, msg)
-                for g, off, ts, level, tid, msg in events
-            ],
+            rows if isinstance(rows, list) else list(rows),
         )
         inserted = raw.total_changes - before  # type: ignore[union-attr]
-    elif events:
-        rows = [
+    elif rows:
+        dicts = [
             {
-                "source_id": pos.source_id,
+                "source_id": sid,
                 "generation": g,
                 "byte_offset": off,
                 "ts": ts,
-                "component": component,
+                "component": comp,
                 "level": level,
                 "template_id": tid,
                 "message": msg,
             }
-            for g, off, ts, level, tid, msg in events
+            for sid, g, off, ts, comp, level, tid, msg in rows
         ]
         ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         table = LogEvent.table()
         # RETURNING counts the rows really inserted on both backends (rowcount of an
         # executemany is not reliable on psycopg).
         stmt = ins(table).on_conflict_do_nothing().returning(table.c.id)
-        inserted = len(conn.execute(stmt, rows).all())
+        inserted = len(conn.execute(stmt, dicts).all())
     conn.execute(
         update(LogSource)
         .where(LogSource.id == pos.source_id)
@@ -120,7 +128,7 @@ def commit_batch(
             byte_offset=pos.byte_offset,
             head_hash=pos.head_hash,
             head_len=pos.head_len,
-            lines=LogSource.lines + len(events),
+            lines=LogSource.lines + len(rows),
             updated_at=utcnow(),
         )
     )
