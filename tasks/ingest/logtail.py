@@ -280,7 +280,7 @@ def _drain(
             fmt = learn_format(head, now)
             if annotator is not None:
                 annotator.set_format(key, fmt)
-    split = fmt.split
+    split = fmt.splitter()
     label = annotator.label if annotator is not None else None
     recent: deque[str] = deque(maxlen=SAMPLE_LINES)
     no_ts = future = 0
@@ -311,7 +311,7 @@ def _drain(
             recent.append(text)
             if fmt.stale():
                 fmt = learn_format(list(recent), now)
-                split = fmt.split
+                split = fmt.splitter()
                 report.notes[RELEARN_NOTE] += 1
                 if annotator is not None:
                     annotator.set_format(key, fmt)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -448,13 +448,20 @@ class LogFormat:
 
     def split(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         """(epoch seconds or None, normalised level or None, message) of one line."""
+        return self.splitter()(line, now)
+
+    def splitter(self) -> Callable[[str, datetime], tuple[float | None, str | None, str]]:
+        """:meth:`split` of this format's kind, looked up once for a run of lines."""
         kind = self.kind
         if kind == "columns":
-            return self._split_columns(line, now)
+            return self._split_columns
         if kind == "json":
-            return self._split_json(line, now)
+            return self._split_json
         if kind == "kv":
-            return self._split_kv(line, now)
+            return self._split_kv
+        return self._split_plain
+
+    def _split_plain(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         self._count(True)
         return None, None, line.strip()
 
@@ -539,9 +546,11 @@ class LogFormat:
                 self._count(False)
                 return None, None, line.strip()
         self.lines += 1
-        self.recent += 1
-        if self.recent >= 400 and self.recent_misses <= 200:
+        recent = self.recent + 1
+        if recent >= 400 and self.recent_misses <= 200:
             self.recent = self.recent_misses = 0
+        else:
+            self.recent = recent
         msg = toks[h] if len(toks) > h else ""
         tag = self.tag_col
         if tag is not None and tag == h - 1 and not toks[tag].endswith(":") and msg:
