@@ -212,26 +212,34 @@ def save_miner_state(
             index_elements=["component"], set_={"state": stmt.excluded.state, "updated_at": now}
         )
     )
+    if not updates:
+        return
     table = LogTemplate.table()
-    for u in updates:
-        stmt = ins(table).values(
-            component=component,
-            template_key=u.key,
-            template=u.template,
-            count=u.count,
-            first_seen=u.first_seen,
-            last_seen=u.last_seen,
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["component", "template_key"],
-                set_={
-                    "template": u.template,
-                    "count": table.c.count + u.count,
-                    "last_seen": u.last_seen,
-                },
-            )
-        )
+    # One statement for the batch's templates (executemany), not one per template; the
+    # excluded row holds the same values a per-template statement would set.
+    upsert = ins(table)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["component", "template_key"],
+        set_={
+            "template": upsert.excluded.template,
+            "count": table.c.count + upsert.excluded.count,
+            "last_seen": upsert.excluded.last_seen,
+        },
+    )
+    conn.execute(
+        upsert,
+        [
+            {
+                "component": component,
+                "template_key": u.key,
+                "template": u.template,
+                "count": u.count,
+                "first_seen": u.first_seen,
+                "last_seen": u.last_seen,
+            }
+            for u in updates
+        ],
+    )
 
 
 def template_first_seen(
