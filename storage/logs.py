@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, Executable, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -120,19 +121,37 @@ def commit_rows(conn: Connection, pos: TailPosition, rows: Sequence[EventInsert]
         stmt = ins(table).on_conflict_do_nothing().returning(table.c.id)
         inserted = len(conn.execute(stmt, dicts).all())
     conn.execute(
-        update(LogSource)
-        .where(LogSource.id == pos.source_id)
-        .values(
-            inode=pos.inode,
-            generation=pos.generation,
-            byte_offset=pos.byte_offset,
-            head_hash=pos.head_hash,
-            head_len=pos.head_len,
-            lines=LogSource.lines + len(rows),
-            updated_at=utcnow(),
-        )
+        _ADVANCE,
+        {
+            "sid": pos.source_id,
+            "inode": pos.inode,
+            "generation": pos.generation,
+            "byte_offset": pos.byte_offset,
+            "head_hash": pos.head_hash,
+            "head_len": pos.head_len,
+            "added": len(rows),
+            "now": utcnow(),
+        },
     )
     return inserted
+
+
+# Statements run once per committed batch are built once: building and keying a statement
+# costs more than executing it (~0.5 ms each), and a tail run commits many batches.
+_sources = LogSource.table()
+_ADVANCE = (
+    update(_sources)
+    .where(_sources.c.id == bindparam("sid"))
+    .values(
+        inode=bindparam("inode"),
+        generation=bindparam("generation"),
+        byte_offset=bindparam("byte_offset"),
+        head_hash=bindparam("head_hash"),
+        head_len=bindparam("head_len"),
+        lines=_sources.c.lines + bindparam("added"),
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def read_log_events(
@@ -204,30 +223,13 @@ def save_miner_state(
     conn: Connection, component: str, state: dict[str, object], updates: Sequence[TemplateUpdate]
 ) -> None:
     """Store the miner and its templates' counts, in the caller's transaction."""
-    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    now = utcnow()
-    stmt = ins(LogMiner.table()).values(component=component, state=state, updated_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["component"], set_={"state": stmt.excluded.state, "updated_at": now}
-        )
-    )
+    miner_upsert, template_upsert = _miner_statements(conn.dialect.name)
+    conn.execute(miner_upsert, {"component": component, "state": state, "updated_at": utcnow()})
     if not updates:
         return
-    table = LogTemplate.table()
-    # One statement for the batch's templates (executemany), not one per template; the
-    # excluded row holds the same values a per-template statement would set.
-    upsert = ins(table)
-    upsert = upsert.on_conflict_do_update(
-        index_elements=["component", "template_key"],
-        set_={
-            "template": upsert.excluded.template,
-            "count": table.c.count + upsert.excluded.count,
-            "last_seen": upsert.excluded.last_seen,
-        },
-    )
+    # One statement for the batch's templates (executemany), not one per template.
     conn.execute(
-        upsert,
+        template_upsert,
         [
             {
                 "component": component,
@@ -240,6 +242,32 @@ def save_miner_state(
             for u in updates
         ],
     )
+
+
+@functools.cache
+def _miner_statements(dialect: str) -> tuple[Executable, Executable]:
+    """The miner-state and template-count upserts of a dialect, built once.
+
+    On conflict they set what the inserted row holds (``excluded``): the state and its
+    time; the template's text and last time, and its count plus the batch's count.
+    """
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    miner = ins(LogMiner.table())
+    miner = miner.on_conflict_do_update(
+        index_elements=["component"],
+        set_={"state": miner.excluded.state, "updated_at": miner.excluded.updated_at},
+    )
+    table = LogTemplate.table()
+    template = ins(table)
+    template = template.on_conflict_do_update(
+        index_elements=["component", "template_key"],
+        set_={
+            "template": template.excluded.template,
+            "count": table.c.count + template.excluded.count,
+            "last_seen": template.excluded.last_seen,
+        },
+    )
+    return miner, template
 
 
 def template_first_seen(
