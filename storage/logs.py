@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
-from sqlalchemy import Connection, Engine, bindparam, select, text, update
+from sqlalchemy import Connection, Engine, Executable, bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -16,6 +17,9 @@ from storage.types import utcnow
 
 # (generation, byte_offset, ts_ms, level, template_id, message)
 EventRow = tuple[int, int, int, str | None, int | None, str]
+# (source_id, generation, byte_offset, ts_ms, component, level, template_id, message): a
+# log_events row in column order
+EventInsert = tuple[int, int, int, int, str, str | None, int | None, str]
 
 
 @dataclass
@@ -76,8 +80,16 @@ def commit_batch(
     The position and the lines it covers commit together, so a crash leaves either both
     or neither; a line seen twice (same generation and offset) is ignored.
     """
+    sid = pos.source_id
+    rows = [(sid, g, off, ts, component, level, tid, msg) for g, off, ts, level, tid, msg in events]
+    return commit_rows(conn, pos, rows)
+
+
+def commit_rows(conn: Connection, pos: TailPosition, rows: Sequence[EventInsert]) -> int:
+    """:func:`commit_batch` for rows that already hold their source id and component (the
+    tail path builds them so, which saves a copy of every row)."""
     inserted = 0
-    if events and conn.dialect.name == "sqlite":
+    if rows and conn.dialect.name == "sqlite":
         # The driver's executemany is several times faster than a compiled insert per row;
         # total_changes counts what was really inserted (ignored rows do not count).
         raw = conn.connection.driver_connection
@@ -85,46 +97,61 @@ def commit_batch(
         conn.exec_driver_sql(
             "INSERT OR IGNORE INTO log_events (source_id, generation, byte_offset, ts, "
             "component, level, template_id, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (pos.source_id, g, off, ts, component, level, tid, msg)
-                for g, off, ts, level, tid, msg in events
-            ],
+            rows if isinstance(rows, list) else list(rows),
         )
         inserted = raw.total_changes - before  # type: ignore[union-attr]
-    elif events:
-        rows = [
+    elif rows:
+        dicts = [
             {
-                "source_id": pos.source_id,
+                "source_id": sid,
                 "generation": g,
                 "byte_offset": off,
                 "ts": ts,
-                "component": component,
+                "component": comp,
                 "level": level,
                 "template_id": tid,
                 "message": msg,
             }
-            for g, off, ts, level, tid, msg in events
+            for sid, g, off, ts, comp, level, tid, msg in rows
         ]
         ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         table = LogEvent.table()
         # RETURNING counts the rows really inserted on both backends (rowcount of an
         # executemany is not reliable on psycopg).
         stmt = ins(table).on_conflict_do_nothing().returning(table.c.id)
-        inserted = len(conn.execute(stmt, rows).all())
+        inserted = len(conn.execute(stmt, dicts).all())
     conn.execute(
-        update(LogSource)
-        .where(LogSource.id == pos.source_id)
-        .values(
-            inode=pos.inode,
-            generation=pos.generation,
-            byte_offset=pos.byte_offset,
-            head_hash=pos.head_hash,
-            head_len=pos.head_len,
-            lines=LogSource.lines + len(events),
-            updated_at=utcnow(),
-        )
+        _ADVANCE,
+        {
+            "sid": pos.source_id,
+            "inode": pos.inode,
+            "generation": pos.generation,
+            "byte_offset": pos.byte_offset,
+            "head_hash": pos.head_hash,
+            "head_len": pos.head_len,
+            "added": len(rows),
+            "now": utcnow(),
+        },
     )
     return inserted
+
+
+# Statements run once per committed batch are built once: building and keying a statement
+# costs more than executing it (~0.5 ms each), and a tail run commits many batches.
+_sources = LogSource.table()
+_ADVANCE = (
+    update(_sources)
+    .where(_sources.c.id == bindparam("sid"))
+    .values(
+        inode=bindparam("inode"),
+        generation=bindparam("generation"),
+        byte_offset=bindparam("byte_offset"),
+        head_hash=bindparam("head_hash"),
+        head_len=bindparam("head_len"),
+        lines=_sources.c.lines + bindparam("added"),
+        updated_at=bindparam("now"),
+    )
+)
 
 
 def read_log_events(
@@ -196,34 +223,51 @@ def save_miner_state(
     conn: Connection, component: str, state: dict[str, object], updates: Sequence[TemplateUpdate]
 ) -> None:
     """Store the miner and its templates' counts, in the caller's transaction."""
-    ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    now = utcnow()
-    stmt = ins(LogMiner.table()).values(component=component, state=state, updated_at=now)
+    miner_upsert, template_upsert = _miner_statements(conn.dialect.name)
+    conn.execute(miner_upsert, {"component": component, "state": state, "updated_at": utcnow()})
+    if not updates:
+        return
+    # One statement for the batch's templates (executemany), not one per template.
     conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["component"], set_={"state": stmt.excluded.state, "updated_at": now}
-        )
+        template_upsert,
+        [
+            {
+                "component": component,
+                "template_key": u.key,
+                "template": u.template,
+                "count": u.count,
+                "first_seen": u.first_seen,
+                "last_seen": u.last_seen,
+            }
+            for u in updates
+        ],
+    )
+
+
+@functools.cache
+def _miner_statements(dialect: str) -> tuple[Executable, Executable]:
+    """The miner-state and template-count upserts of a dialect, built once.
+
+    On conflict they set what the inserted row holds (``excluded``): the state and its
+    time; the template's text and last time, and its count plus the batch's count.
+    """
+    ins = pg_insert if dialect == "postgresql" else sqlite_insert
+    miner = ins(LogMiner.table())
+    miner = miner.on_conflict_do_update(
+        index_elements=["component"],
+        set_={"state": miner.excluded.state, "updated_at": miner.excluded.updated_at},
     )
     table = LogTemplate.table()
-    for u in updates:
-        stmt = ins(table).values(
-            component=component,
-            template_key=u.key,
-            template=u.template,
-            count=u.count,
-            first_seen=u.first_seen,
-            last_seen=u.last_seen,
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["component", "template_key"],
-                set_={
-                    "template": u.template,
-                    "count": table.c.count + u.count,
-                    "last_seen": u.last_seen,
-                },
-            )
-        )
+    template = ins(table)
+    template = template.on_conflict_do_update(
+        index_elements=["component", "template_key"],
+        set_={
+            "template": template.excluded.template,
+            "count": table.c.count + template.excluded.count,
+            "last_seen": template.excluded.last_seen,
+        },
+    )
+    return miner, template
 
 
 def template_first_seen(

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.logs.lineparse import LEVELS, learn_format, normalise_level, parse_span, span_kinds
+from tasks.logs.lineparse import (
+    LEVELS,
+    LogFormat,
+    learn_format,
+    normalise_level,
+    parse_span,
+    span_kinds,
+)
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -132,6 +139,42 @@ def test_never_raises_on_arbitrary_text(lines: list[str]) -> None:
         ts, level, _ = fmt.split(line, NOW)
         assert level in (None, *LEVELS)
         assert ts is None or isinstance(ts, float)
+
+
+# Stamps in one second, then variations next to the fraction: a fraction longer than the 9
+# digits read, letters or a superscript after it, another separator, no fraction, another
+# zone, decimal digits that are not ASCII.
+_SECOND_SHAPES = [
+    "2026-01-01T10:00:00.5Z",
+    "2026-01-01T10:00:00.123Z",
+    "2026-01-01T10:00:00.123456789Z",
+    "2026-01-01T10:00:00.1234567891Z",
+    "2026-01-01T10:00:00.41Z",
+    "2026-01-01T10:00:00.1aZ",
+    "2026-01-01T10:00:00.\u00b2Z",
+    "2026-01-01T10:00:00,25Z",
+    "2026-01-01T10:00:00Z",
+    "2026-01-01T10:00:00.7+02:00",
+    "2026-01-01T10:00:00.7+0200",
+    "2026-01-01T10:00:00.\u0663\u0661Z",
+    "2026-01-01T10:00:00.Z",
+    "2026-01-01T10:00:01.999Z",
+    "2026-01-01T10:00:0x.1Z",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_SECOND_SHAPES), min_size=1, max_size=30))
+def test_a_stamp_reads_the_same_whatever_line_came_before(stamps: list[str]) -> None:
+    # A format remembers the last stamp's second to read the next ones faster; every line
+    # must still split as it does on a fresh copy of the format that remembers nothing.
+    fmt = learn_format([f"{s} INFO [main] job {i} done" for i, s in enumerate(_SECOND_SHAPES)], NOW)
+    assert fmt.ts_cols == (0,)
+    for i, stamp in enumerate(stamps):
+        line = f"{stamp} INFO [main] job {i} done"
+        fresh = LogFormat.from_state(fmt.to_state())
+        assert fresh is not None
+        assert fmt.split(line, NOW) == fresh.split(line, NOW)
 
 
 def test_loghub_levels_and_timestamps() -> None:

@@ -9,6 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
 from storage.engine import DatabaseURLError, make_engine, normalise_url
+from storage.logs import TemplateUpdate, load_miner_state, save_miner_state, templates_frame
 from storage.metrics import (
     SeriesKey,
     SeriesResolver,
@@ -105,3 +106,21 @@ def test_window_read_uses_the_primary_key(sqlite_engine: Engine) -> None:
         plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql(sql))
     assert "SEARCH x USING PRIMARY KEY (series_id=? AND ts>? AND ts<?)" in plan, plan
     assert "SCAN x" not in plan
+
+
+def test_template_counts_add_up_and_keep_their_first_time(engine: Engine) -> None:
+    with engine.begin() as conn:
+        save_miner_state(
+            conn,
+            "svc",
+            {"v": 1},
+            [TemplateUpdate(1, "job <*>", 2, 100, 200), TemplateUpdate(2, "idle", 1, 150, 150)],
+        )
+    with engine.begin() as conn:
+        save_miner_state(conn, "svc", {"v": 2}, [TemplateUpdate(1, "job <*> <*>", 3, 300, 400)])
+    with engine.begin() as conn:
+        save_miner_state(conn, "svc", {"v": 3}, [])
+    rows = templates_frame(engine, "svc").values.tolist()
+    assert rows == [["svc", 1, "job <*> <*>", 5, 100, 400], ["svc", 2, "idle", 1, 150, 150]]
+    with engine.connect() as conn:
+        assert load_miner_state(conn, "svc") == {"v": 3}

@@ -30,7 +30,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, Engine
 
-from storage.logs import EventRow, TailPosition, commit_batch, get_or_create_source
+from storage.logs import EventInsert, TailPosition, commit_batch, commit_rows, get_or_create_source
 from tasks.ingest.records import IngestReport
 from tasks.logs.lineparse import SAMPLE_LINES, LogFormat, learn_format
 
@@ -254,14 +254,14 @@ def _drain(
     report: IngestReport,
     final: bool,
 ) -> None:
-    batch: list[EventRow] = []
+    batch: list[EventInsert] = []
     end = pos.byte_offset
 
     def flush() -> None:
         nonlocal batch
         pos.byte_offset = end
         with engine.begin() as conn:
-            stored = commit_batch(conn, pos, component, batch)
+            stored = commit_rows(conn, pos, batch)
             if annotator is not None:
                 annotator.flush(conn)
         report.stored += stored
@@ -280,7 +280,7 @@ def _drain(
             fmt = learn_format(head, now)
             if annotator is not None:
                 annotator.set_format(key, fmt)
-    split = fmt.split
+    split = fmt.splitter()
     label = annotator.label if annotator is not None else None
     recent: deque[str] = deque(maxlen=SAMPLE_LINES)
     no_ts = future = 0
@@ -288,6 +288,7 @@ def _drain(
     capped = 0
     max_batch = settings.batch_lines
     generation = pos.generation
+    source_id = pos.source_id
     lines = iter_lines(
         path, pos.byte_offset, settings.max_line_bytes, settings.max_bytes_per_run, final
     )
@@ -304,13 +305,13 @@ def _drain(
         template_id = label(message, ts_ms) if label is not None else None
         if cut:
             capped += 1
-        batch.append((generation, offset, ts_ms, level, template_id, message))
+        batch.append((source_id, generation, offset, ts_ms, component, level, template_id, message))
         end = offset + size
         if fmt.recent_misses:
             recent.append(text)
             if fmt.stale():
                 fmt = learn_format(list(recent), now)
-                split = fmt.split
+                split = fmt.splitter()
                 report.notes[RELEARN_NOTE] += 1
                 if annotator is not None:
                     annotator.set_format(key, fmt)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -125,8 +125,12 @@ _DAY_RE = re.compile(r"\d{1,2}")
 _YEAR_RE = re.compile(r"\d{4}")
 _TZ_RE = re.compile(r"Z|UTC|GMT|[+-]\d{2}:?\d{2}")
 # The fraction of a second: cut off before caching, so lines within one second share a
-# cache entry.
-_FRACTION_RE = re.compile(r"(?<=\d\d[:.]\d\d[:.]\d\d)[.,](\d{1,9})|(?<=\d{6})[.,](\d{1,9})")
+# cache entry. A "." or "," after hh:mm:ss (or after six digits), then its digits. The
+# separator comes first so the engine skips to the next "." or "," instead of trying the
+# look-behinds at every position (same matches as the look-behinds first, ~3x faster).
+# Fraction digits -> their value (float("0." + digits)), shared by every format.
+_FRACTIONS: dict[str, float] = {}
+_FRACTION_RE = re.compile(r"[.,](?:(?<=\d\d[:.]\d\d[:.]\d\d.)|(?<=\d{6}.))(\d{1,9})")
 
 
 def _kind(tok: str, prev: str | None) -> str | None:
@@ -362,6 +366,8 @@ class LogFormat:
     recent: int = 0
     _ts_cache: dict[str, Any] = field(default_factory=dict, repr=False)
     _level_cache: dict[str, str | None] = field(default_factory=dict, repr=False)
+    # (text up to the fraction's separator, text after its digits, base) of the last stamp
+    _ts_last: tuple[str, str, float | None] | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ description
     def describe(self) -> str:
@@ -442,30 +448,64 @@ class LogFormat:
 
     def split(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         """(epoch seconds or None, normalised level or None, message) of one line."""
+        return self.splitter()(line, now)
+
+    def splitter(self) -> Callable[[str, datetime], tuple[float | None, str | None, str]]:
+        """:meth:`split` of this format's kind, looked up once for a run of lines."""
         kind = self.kind
         if kind == "columns":
-            return self._split_columns(line, now)
+            return self._split_columns
         if kind == "json":
-            return self._split_json(line, now)
+            return self._split_json
         if kind == "kv":
-            return self._split_kv(line, now)
+            return self._split_kv
+        return self._split_plain
+
+    def _split_plain(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         self._count(True)
         return None, None, line.strip()
 
     def _ts(self, text: str, now: datetime) -> float | None:
         """Epoch seconds of the timestamp text; parsed once per second of text (cached)."""
+        last = self._ts_last
+        if last is not None:
+            # Most lines share the previous line's second: the same text before the
+            # fraction's digits and after them. Then the fraction is the one match of
+            # _FRACTION_RE (nothing before it can match, since the text up to and including
+            # its separator is the same) and the cache key is the previous one.
+            head, tail, base = last
+            end = len(text) - len(tail)
+            if text.startswith(head) and text.endswith(tail) and 0 < end - len(head) <= 9:
+                digits = text[len(head) : end]
+                if digits.isdecimal():
+                    if base is None:
+                        return None
+                    frac = _FRACTIONS.get(digits)
+                    if frac is None:
+                        frac = float("0." + digits)
+                        if len(_FRACTIONS) >= 10_000:
+                            _FRACTIONS.clear()
+                        _FRACTIONS[digits] = frac
+                    return base + frac
         frac = 0.0
         m = _FRACTION_RE.search(text)
+        key = text
         if m is not None:
-            frac = float("0." + (m.group(1) or m.group(2)))
-            text = text[: m.start()] + text[m.end() :]
+            frac = float("0." + m.group(1))
+            key = text[: m.start()] + text[m.end() :]
         cache = self._ts_cache
-        base = cache.get(text, _MISS)
+        base = cache.get(key, _MISS)
         if base is _MISS:
-            base = parse_span(text.split("\x1f"), self.ts_kinds, self.dayfirst, now)
+            base = parse_span(key.split("\x1f"), self.ts_kinds, self.dayfirst, now)
             if len(cache) > 50_000:
                 cache.clear()
-            cache[text] = base
+            cache[key] = base
+        # Remembered only when the digits end the run (a longer run was cut at 9 digits).
+        tail = text[m.end() :] if m is not None else ""
+        if m is not None and not tail[:1].isdecimal():
+            self._ts_last = (text[: m.start() + 1], tail, base)
+        else:
+            self._ts_last = None
         return None if base is None else base + frac
 
     def _tokens(self, line: str, n: int) -> list[str]:
@@ -481,7 +521,7 @@ class LogFormat:
 
     def _split_columns(self, line: str, now: datetime) -> tuple[float | None, str | None, str]:
         h = self.header
-        toks = self._tokens(line, h)
+        toks = self._tokens(line, h) if self.spaced_brackets else line.split(None, h)
         if len(toks) < h:
             self._count(False)
             return None, None, line.strip()
@@ -506,9 +546,11 @@ class LogFormat:
                 self._count(False)
                 return None, None, line.strip()
         self.lines += 1
-        self.recent += 1
-        if self.recent >= 400 and self.recent_misses <= 200:
+        recent = self.recent + 1
+        if recent >= 400 and self.recent_misses <= 200:
             self.recent = self.recent_misses = 0
+        else:
+            self.recent = recent
         msg = toks[h] if len(toks) > h else ""
         tag = self.tag_col
         if tag is not None and tag == h - 1 and not toks[tag].endswith(":") and msg:

@@ -231,7 +231,7 @@ class TemplateMiner:
 
     # ------------------------------------------------------------------ internals
     def _add(self, line: str) -> int:
-        message = self.message_of(line)
+        message = line.strip() if isinstance(line, str) else self.message_of(line)
         # Token signature: the message with every digit made "0". Lines that differ only
         # in their numbers share it, and after the first of them skip masking and the
         # tree (the masker replaces numbers anyway).
