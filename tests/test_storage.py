@@ -105,3 +105,41 @@ def test_window_read_uses_the_primary_key(sqlite_engine: Engine) -> None:
         plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql(sql))
     assert "SEARCH x USING PRIMARY KEY (series_id=? AND ts>? AND ts<?)" in plan, plan
     assert "SCAN x" not in plan
+
+
+def test_a_committed_decision_wakes_a_watch_on_both_backends(engine: Engine) -> None:
+    """``selfheal serve`` acts on an approval when it is decided, not at its next poll:
+    LISTEN/NOTIFY on PostgreSQL, ``PRAGMA data_version`` on SQLite. A decision rolled back
+    wakes nobody; a committed one does."""
+    from datetime import timedelta
+
+    from storage.approvals import create_approval, decide
+    from storage.signals import watch_decisions
+    from storage.types import utcnow
+
+    def ask(conn: object) -> str:
+        now = utcnow()
+        return create_approval(
+            conn,  # type: ignore[arg-type]
+            component="c",
+            severity="high",
+            proposed_action="restart",
+            expires_at=now + timedelta(hours=1),
+        )
+
+    with engine.begin() as conn:
+        first, second = ask(conn), ask(conn)
+    watch = watch_decisions(engine)
+    try:
+        assert not watch.wait(0)  # nothing decided since it opened
+        with engine.connect() as conn:
+            decide(conn, first, "approved", "alice")
+            conn.rollback()
+        assert not watch.wait(0.3)
+        with engine.begin() as conn:
+            decide(conn, first, "approved", "alice")
+            decide(conn, second, "rejected", "bob", "not now")
+        assert watch.wait(10)
+        assert not watch.wait(0.3)  # both decisions, one wake-up
+    finally:
+        watch.close()
