@@ -89,7 +89,8 @@ def deployments(config: SelfHealConfig, config_path: str | None, cycle: bool = T
     return out
 
 
-POLL_S = 0.5  # the executor looks for work this often (and at once when a cycle queued some)
+POLL_S = 0.5  # the executor looks for work this often (and at once when a cycle queued some,
+# or when the decision watch sees an approval decided)
 SCRAPE_WATCH_S = 1.0  # between cycles, a component whose metrics port refuses starts one
 STOP_BUDGET_S = 8.0  # SIGTERM → exit, everything included
 
@@ -235,12 +236,53 @@ class ScrapeWatch:
             self.check()
 
 
+class DecisionWatch:
+    """Pokes the executor the moment an approval is decided by any process (``selfheal
+    approve``, the API, another host): LISTEN/NOTIFY on PostgreSQL, SQLite's
+    ``data_version`` otherwise (``storage.signals``). The executor's poll stays the
+    fallback, so a lost connection only costs latency until it is back."""
+
+    RETRY_S = 2.0
+
+    def __init__(self, engine: Engine, on_decided: Callable[[], None], stop: threading.Event):
+        self.engine = engine
+        self.on_decided = on_decided
+        self.stop = stop
+        self.watching = threading.Event()  # set while a watch is open
+
+    def start(self) -> None:
+        _thread(self._run, "selfheal-decision-watch").start()
+
+    def _run(self) -> None:
+        from storage.signals import watch_decisions
+
+        while not self.stop.is_set():
+            try:
+                watch = watch_decisions(self.engine)
+            except Exception as exc:  # noqa: BLE001 - the database is away: poll meanwhile
+                log.warning("decision watch unavailable (polling only): %s", exc)
+                self.stop.wait(self.RETRY_S)
+                continue
+            self.watching.set()
+            try:
+                while not self.stop.is_set():
+                    if watch.wait(POLL_S):
+                        self.on_decided()
+            except Exception as exc:  # noqa: BLE001 - reconnect; the poll covers the gap
+                log.warning("decision watch lost (reconnecting): %s", exc)
+                self.stop.wait(self.RETRY_S)
+            finally:
+                self.watching.clear()
+                watch.close()
+
+
 class RecoveryExecutor:
     """Starts queued and approved recoveries of this database in process, at once.
 
     A bounded pool of daemon threads (``max_concurrent_recoveries``); each recovery is a
     ``recover`` flow run that claims the recovery row first (exactly once across this
-    executor, resumed approval runs and retries) and holds the strict global limit.
+    executor, resumed approval runs and retries) and holds the strict global limit. A
+    decision recorded by another process wakes it at once (:class:`DecisionWatch`).
     """
 
     def __init__(
@@ -266,6 +308,7 @@ class RecoveryExecutor:
         for i in range(self.workers):
             _thread(self._worker, f"selfheal-recover-{i}").start()
         _thread(self._poll_loop, "selfheal-executor").start()
+        DecisionWatch(self.engine, self.poke, self.stop).start()
 
     def poke(self) -> None:
         self._wake.set()
