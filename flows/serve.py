@@ -8,9 +8,10 @@ process:
   seconds (a visible Prefect flow run with its task runs, logs and artifacts, but no new
   interpreter per cycle); a failed scrape between cycles starts the next cycle at once;
 - **the executor** (a bounded pool of threads) starts queued automatic recoveries and
-  approved ones within half a second, as in-process ``recover`` flow runs that hold the
-  same strict global concurrency limit; an approval answered while serve was down runs
-  once when it comes back;
+  approved ones at once (a decision recorded by any process wakes it; it also polls every
+  half second), as in-process ``recover`` flow runs that hold the same strict global
+  concurrency limit; an approval answered while serve was down runs once when it comes
+  back;
 - **the runner** serves the deployments (``recover`` for approval-gated runs, which
   suspend in the UI; ``cycle`` for ad-hoc runs from the UI or CLI; nightly tuning; daily
   retention);
@@ -276,6 +277,34 @@ class DecisionWatch:
                 watch.close()
 
 
+_RUN_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("selfheal_recover_run_name")
+
+
+def _recover_run_name() -> str:
+    """The executor's recover runs are named after their issue (set by the worker)."""
+    return _RUN_NAME.get("recover")
+
+
+@contextmanager
+def _shared_client() -> Iterator[None]:
+    """One Prefect client for every flow run of a worker thread: a run then skips the
+    client's set-up (TLS context, CSRF token, version check) before its first call."""
+    from prefect.context import SyncClientContext
+
+    try:
+        ctx = SyncClientContext()
+        ctx.__enter__()
+    except Exception as exc:  # noqa: BLE001 - each run then makes its own, as before
+        log.warning("no shared Prefect client for the executor: %s", exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            ctx.__exit__(None, None, None)
+
+
 class RecoveryExecutor:
     """Starts queued and approved recoveries of this database in process, at once.
 
@@ -345,12 +374,14 @@ class RecoveryExecutor:
 
     def warm_up(self) -> None:
         """Pay the first-recovery costs now (strategy registry, configuration, the flow's
-        registration with the API), not when the first fault is waiting."""
+        registration with the API, the first take of a concurrency slot), not when the
+        first fault is waiting."""
         try:
             from prefect.client.orchestration import get_client
+            from prefect.concurrency.sync import concurrency
 
             from flows.components import component_specs
-            from flows.recover import recover
+            from flows.recover import RECOVERY_LIMIT, recover
             from flows.runtime import open_runtime
             from tasks.recovery.registry import default_strategies
 
@@ -360,12 +391,18 @@ class RecoveryExecutor:
                 component_specs(rt.config)
             finally:
                 rt.close()
-            import prefect.concurrency.sync  # noqa: F401 - first recovery's imports
-
-            import tasks.recovery.validate  # noqa: F401
+            import tasks.recovery.validate  # noqa: F401 - first recovery's imports
 
             with get_client(sync_client=True) as client:
                 client.create_flow(recover)
+            # Taken and given back at once: the first take in a process costs ~0.2 s more
+            # (Prefect's event loop thread, its async client, the version check) than
+            # the next ones. Also proves the strict limit exists.
+            try:
+                with concurrency(RECOVERY_LIMIT, occupy=1, strict=True, timeout_seconds=5):
+                    pass
+            except TimeoutError:
+                pass  # every slot busy right now: the warm-up is only a head start
         except Exception as exc:  # noqa: BLE001 - only a head start
             log.warning("executor warm-up: %s", exc)
 
@@ -394,7 +431,9 @@ class RecoveryExecutor:
         from flows.launch import run_tags
         from flows.recover import recover
 
-        with _no_heartbeat():
+        # Built once: Flow.with_options re-inspects the function (tens of ms per run).
+        flow = recover.with_options(flow_run_name=_recover_run_name)
+        with _no_heartbeat(), _shared_client():
             while not self.stop.is_set():
                 try:
                     rid, issue_id, comp, approval = self.work.get(timeout=0.5)
@@ -405,10 +444,11 @@ class RecoveryExecutor:
                     if issue_id is None:
                         log.warning("recovery %s has no issue: skipped", rid)
                         continue
+                    _RUN_NAME.set(f"recover-issue-{issue_id}-{comp or 'answer'}")
                     with tags(*run_tags(issue_id, comp or "unknown", approval), "in-process"):
-                        state: Any = recover.with_options(
-                            flow_run_name=f"recover-issue-{issue_id}-{comp or 'answer'}"
-                        )(issue_id, rid, approval, self.config_path, return_state=True)
+                        state: Any = flow(
+                            issue_id, rid, approval, self.config_path, return_state=True
+                        )
                     if state.is_failed() or state.is_crashed():
                         log.warning(
                             "recovery %s of issue #%s ended %s: %s",
