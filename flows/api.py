@@ -23,8 +23,9 @@ from tasks.coordination.status import healing_stats
 
 RESUME_WAIT_S = 60.0
 # How long an answer waits for a running ``selfheal serve`` watching this database (its
-# executor polls every 0.5 s and keeps a beacon fresh) to take the decision over, before
-# resuming the waiting run through Prefect itself. Without a fresh beacon: no wait.
+# executor is woken by the decision, polls every 0.5 s besides, and keeps a beacon fresh)
+# to take the decision over, before resuming the waiting run through Prefect itself.
+# Without a fresh beacon: no wait.
 HANDOFF_WAIT_S = 15.0
 BEACON_FRESH_S = 5.0  # serve's executor rewrites its beacon every 0.5 s
 
@@ -167,8 +168,8 @@ def _answer_on(
 
 
 def _handed_off(rt: Runtime, approval: dict[str, Any], approve: bool) -> str | None:
-    """A running ``selfheal serve`` on this database acts on the decision itself (within
-    half a second, no process start): say so, or None when nobody took it over."""
+    """A running ``selfheal serve`` on this database acts on the decision itself (at once,
+    no process start): say so, or None when nobody took it over."""
     from flows.runtime import executor_beacon
     from storage.recoveries import get_recovery
 

@@ -18,6 +18,8 @@ never a silent no-op.
 
 from __future__ import annotations
 
+import contextvars
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -233,11 +235,17 @@ def recover(
                 "recovery_id": recovery_id,
                 "flow_run_id": current.get("flow_run_id"),
             }
+        closing = None
         if approval is not None:
             # The approval's own run, if another run executes it, ends now: the UI shows
-            # where the action runs while it runs (backoff may keep it minutes).
-            complete_waiting_run(approval, me)
-        result = execute_recovery(rt, issue, recovery_id, row["mode"])
+            # where the action runs while it runs (backoff may keep it minutes). Beside the
+            # action, not before it: two Prefect API calls the restart need not wait for.
+            closing = _beside(complete_waiting_run, approval, me)
+        try:
+            result = execute_recovery(rt, issue, recovery_id, row["mode"])
+        finally:
+            if closing is not None:
+                closing.join(WAITING_RUN_TIMEOUT_S)
         event = "recovery_succeeded" if result["success"] else "recovery_failed"
         reason = None if result["success"] else failure_reason(result)
         notifier.send(
@@ -313,6 +321,19 @@ def _not_executed(
     return {"status": status, "recovery_id": recovery_id, "approval_id": approval["id"]}
 
 
+WAITING_RUN_TIMEOUT_S = 30.0  # how long a recovery waits, at its end, for that bookkeeping
+
+
+def _beside(fn: Callable[..., None], *args: Any) -> threading.Thread:
+    """Run ``fn`` in a thread with this run's context (its client, logger and settings)."""
+    ctx = contextvars.copy_context()
+    thread = threading.Thread(
+        target=ctx.run, args=(fn, *args), name="selfheal-complete-waiting-run", daemon=True
+    )
+    thread.start()
+    return thread
+
+
 def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
     """The approval's own run, still suspended after the decision was acted on elsewhere,
     is completed with a message saying where, so the Prefect UI tells the truth."""
@@ -321,7 +342,7 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
         return
     from uuid import UUID
 
-    from prefect.client.orchestration import get_client
+    from prefect.context import SyncClientContext
     from prefect.states import Completed
 
     who = approval.get("decided_by") or "?"
@@ -330,7 +351,10 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
     else:
         message = f"{approval['decision']} by {who}: {approval.get('reason') or ''}".strip()
     try:
-        with get_client(sync_client=True) as client:
+        # The run's own client when there is one (from another thread: its context is
+        # shared, never entered or closed here), else a client of its own.
+        with SyncClientContext.get_or_create() as ctx:
+            client = ctx.client
             run = client.read_flow_run(UUID(run_id))
             # Only a run still waiting: a resumed one (Scheduled, Pending, Running) is
             # about to run and ends by itself ("executed elsewhere").

@@ -8,9 +8,10 @@ process:
   seconds (a visible Prefect flow run with its task runs, logs and artifacts, but no new
   interpreter per cycle); a failed scrape between cycles starts the next cycle at once;
 - **the executor** (a bounded pool of threads) starts queued automatic recoveries and
-  approved ones within half a second, as in-process ``recover`` flow runs that hold the
-  same strict global concurrency limit; an approval answered while serve was down runs
-  once when it comes back;
+  approved ones at once (a decision recorded by any process wakes it; it also polls every
+  half second), as in-process ``recover`` flow runs that hold the same strict global
+  concurrency limit; an approval answered while serve was down runs once when it comes
+  back;
 - **the runner** serves the deployments (``recover`` for approval-gated runs, which
   suspend in the UI; ``cycle`` for ad-hoc runs from the UI or CLI; nightly tuning; daily
   retention);
@@ -89,7 +90,8 @@ def deployments(config: SelfHealConfig, config_path: str | None, cycle: bool = T
     return out
 
 
-POLL_S = 0.5  # the executor looks for work this often (and at once when a cycle queued some)
+POLL_S = 0.5  # the executor looks for work this often (and at once when a cycle queued some,
+# or when the decision watch sees an approval decided)
 SCRAPE_WATCH_S = 1.0  # between cycles, a component whose metrics port refuses starts one
 STOP_BUDGET_S = 8.0  # SIGTERM → exit, everything included
 
@@ -235,12 +237,81 @@ class ScrapeWatch:
             self.check()
 
 
+class DecisionWatch:
+    """Pokes the executor the moment an approval is decided by any process (``selfheal
+    approve``, the API, another host): LISTEN/NOTIFY on PostgreSQL, SQLite's
+    ``data_version`` otherwise (``storage.signals``). The executor's poll stays the
+    fallback, so a lost connection only costs latency until it is back."""
+
+    RETRY_S = 2.0
+
+    def __init__(self, engine: Engine, on_decided: Callable[[], None], stop: threading.Event):
+        self.engine = engine
+        self.on_decided = on_decided
+        self.stop = stop
+        self.watching = threading.Event()  # set while a watch is open
+
+    def start(self) -> None:
+        _thread(self._run, "selfheal-decision-watch").start()
+
+    def _run(self) -> None:
+        from storage.signals import watch_decisions
+
+        while not self.stop.is_set():
+            try:
+                watch = watch_decisions(self.engine)
+            except Exception as exc:  # noqa: BLE001 - the database is away: poll meanwhile
+                log.warning("decision watch unavailable (polling only): %s", exc)
+                self.stop.wait(self.RETRY_S)
+                continue
+            self.watching.set()
+            try:
+                while not self.stop.is_set():
+                    if watch.wait(POLL_S):
+                        self.on_decided()
+            except Exception as exc:  # noqa: BLE001 - reconnect; the poll covers the gap
+                log.warning("decision watch lost (reconnecting): %s", exc)
+                self.stop.wait(self.RETRY_S)
+            finally:
+                self.watching.clear()
+                watch.close()
+
+
+_RUN_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("selfheal_recover_run_name")
+
+
+def _recover_run_name() -> str:
+    """The executor's recover runs are named after their issue (set by the worker)."""
+    return _RUN_NAME.get("recover")
+
+
+@contextmanager
+def _shared_client() -> Iterator[None]:
+    """One Prefect client for every flow run of a worker thread: a run then skips the
+    client's set-up (TLS context, CSRF token, version check) before its first call."""
+    from prefect.context import SyncClientContext
+
+    try:
+        ctx = SyncClientContext()
+        ctx.__enter__()
+    except Exception as exc:  # noqa: BLE001 - each run then makes its own, as before
+        log.warning("no shared Prefect client for the executor: %s", exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        with suppress(Exception):
+            ctx.__exit__(None, None, None)
+
+
 class RecoveryExecutor:
     """Starts queued and approved recoveries of this database in process, at once.
 
     A bounded pool of daemon threads (``max_concurrent_recoveries``); each recovery is a
     ``recover`` flow run that claims the recovery row first (exactly once across this
-    executor, resumed approval runs and retries) and holds the strict global limit.
+    executor, resumed approval runs and retries) and holds the strict global limit. A
+    decision recorded by another process wakes it at once (:class:`DecisionWatch`).
     """
 
     def __init__(
@@ -266,6 +337,7 @@ class RecoveryExecutor:
         for i in range(self.workers):
             _thread(self._worker, f"selfheal-recover-{i}").start()
         _thread(self._poll_loop, "selfheal-executor").start()
+        DecisionWatch(self.engine, self.poke, self.stop).start()
 
     def poke(self) -> None:
         self._wake.set()
@@ -302,12 +374,14 @@ class RecoveryExecutor:
 
     def warm_up(self) -> None:
         """Pay the first-recovery costs now (strategy registry, configuration, the flow's
-        registration with the API), not when the first fault is waiting."""
+        registration with the API, the first take of a concurrency slot), not when the
+        first fault is waiting."""
         try:
             from prefect.client.orchestration import get_client
+            from prefect.concurrency.sync import concurrency
 
             from flows.components import component_specs
-            from flows.recover import recover
+            from flows.recover import RECOVERY_LIMIT, recover
             from flows.runtime import open_runtime
             from tasks.recovery.registry import default_strategies
 
@@ -317,12 +391,18 @@ class RecoveryExecutor:
                 component_specs(rt.config)
             finally:
                 rt.close()
-            import prefect.concurrency.sync  # noqa: F401 - first recovery's imports
-
-            import tasks.recovery.validate  # noqa: F401
+            import tasks.recovery.validate  # noqa: F401 - first recovery's imports
 
             with get_client(sync_client=True) as client:
                 client.create_flow(recover)
+            # Taken and given back at once: the first take in a process costs ~0.2 s more
+            # (Prefect's event loop thread, its async client, the version check) than
+            # the next ones. Also proves the strict limit exists.
+            try:
+                with concurrency(RECOVERY_LIMIT, occupy=1, strict=True, timeout_seconds=5):
+                    pass
+            except TimeoutError:
+                pass  # every slot busy right now: the warm-up is only a head start
         except Exception as exc:  # noqa: BLE001 - only a head start
             log.warning("executor warm-up: %s", exc)
 
@@ -351,7 +431,9 @@ class RecoveryExecutor:
         from flows.launch import run_tags
         from flows.recover import recover
 
-        with _no_heartbeat():
+        # Built once: Flow.with_options re-inspects the function (tens of ms per run).
+        flow = recover.with_options(flow_run_name=_recover_run_name)
+        with _no_heartbeat(), _shared_client():
             while not self.stop.is_set():
                 try:
                     rid, issue_id, comp, approval = self.work.get(timeout=0.5)
@@ -362,10 +444,11 @@ class RecoveryExecutor:
                     if issue_id is None:
                         log.warning("recovery %s has no issue: skipped", rid)
                         continue
+                    _RUN_NAME.set(f"recover-issue-{issue_id}-{comp or 'answer'}")
                     with tags(*run_tags(issue_id, comp or "unknown", approval), "in-process"):
-                        state: Any = recover.with_options(
-                            flow_run_name=f"recover-issue-{issue_id}-{comp or 'answer'}"
-                        )(issue_id, rid, approval, self.config_path, return_state=True)
+                        state: Any = flow(
+                            issue_id, rid, approval, self.config_path, return_state=True
+                        )
                     if state.is_failed() or state.is_crashed():
                         log.warning(
                             "recovery %s of issue #%s ended %s: %s",

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from storage.metrics import _frame
 from storage.models import Approval
+from storage.signals import notify_decided
 from storage.types import utcnow
 
 DECISIONS = ("approved", "rejected", "expired")
@@ -78,6 +79,8 @@ def decide(
     current = get_approval(conn, approval_id)
     if result.rowcount == 0 and current["decision"] != "pending":
         raise ApprovalAlreadyDecided(current)
+    if result.rowcount:
+        notify_decided(conn, approval_id)  # serve wakes when this commits
     return current
 
 

@@ -270,3 +270,35 @@ def test_recovery_in_flight_at_sigterm_is_interrupted_then_resumed(
         assert stopped_s < 30  # generous: the budget is 10 s (bench serve measures it)
     finally:
         engine.dispose()
+
+
+def test_a_decision_wakes_the_executor_before_its_next_poll(engine: Any) -> None:
+    """serve's executor looks for approved recoveries every half second; a decision
+    recorded by another process (``selfheal approve``) wakes it at once instead, on both
+    backends: LISTEN/NOTIFY on PostgreSQL, ``data_version`` on SQLite."""
+    import threading
+    from datetime import timedelta
+
+    from flows.serve import DecisionWatch
+    from storage.approvals import create_approval, decide
+    from storage.types import utcnow
+
+    with engine.begin() as conn:
+        approval_id = create_approval(
+            conn,
+            component="c",
+            severity="high",
+            proposed_action="restart",
+            expires_at=utcnow() + timedelta(hours=1),
+        )
+    woken, stop = threading.Event(), threading.Event()
+    watch = DecisionWatch(engine, woken.set, stop)
+    watch.start()
+    try:
+        assert watch.watching.wait(30)
+        assert not woken.is_set()
+        with engine.begin() as conn:
+            decide(conn, approval_id, "approved", "alice")
+        assert woken.wait(30)
+    finally:
+        stop.set()

@@ -124,3 +124,41 @@ def test_template_counts_add_up_and_keep_their_first_time(engine: Engine) -> Non
     assert rows == [["svc", 1, "job <*> <*>", 5, 100, 400], ["svc", 2, "idle", 1, 150, 150]]
     with engine.connect() as conn:
         assert load_miner_state(conn, "svc") == {"v": 3}
+
+
+def test_a_committed_decision_wakes_a_watch_on_both_backends(engine: Engine) -> None:
+    """``selfheal serve`` acts on an approval when it is decided, not at its next poll:
+    LISTEN/NOTIFY on PostgreSQL, ``PRAGMA data_version`` on SQLite. A decision rolled back
+    wakes nobody; a committed one does."""
+    from datetime import timedelta
+
+    from storage.approvals import create_approval, decide
+    from storage.signals import watch_decisions
+    from storage.types import utcnow
+
+    def ask(conn: object) -> str:
+        now = utcnow()
+        return create_approval(
+            conn,  # type: ignore[arg-type]
+            component="c",
+            severity="high",
+            proposed_action="restart",
+            expires_at=now + timedelta(hours=1),
+        )
+
+    with engine.begin() as conn:
+        first, second = ask(conn), ask(conn)
+    watch = watch_decisions(engine)
+    try:
+        assert not watch.wait(0)  # nothing decided since it opened
+        with engine.connect() as conn:
+            decide(conn, first, "approved", "alice")
+            conn.rollback()
+        assert not watch.wait(0.3)
+        with engine.begin() as conn:
+            decide(conn, first, "approved", "alice")
+            decide(conn, second, "rejected", "bob", "not now")
+        assert watch.wait(10)
+        assert not watch.wait(0.3)  # both decisions, one wake-up
+    finally:
+        watch.close()
