@@ -12,7 +12,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from storage.metrics import _frame, to_ms
-from storage.models import LogEvent, LogMiner, LogSource, LogTemplate
+from storage.models import LogMiner, LogSource, LogTemplate
 from storage.types import utcnow
 
 # (generation, byte_offset, ts_ms, level, template_id, message)
@@ -101,25 +101,13 @@ def commit_rows(conn: Connection, pos: TailPosition, rows: Sequence[EventInsert]
         )
         inserted = raw.total_changes - before  # type: ignore[union-attr]
     elif rows:
-        dicts = [
-            {
-                "source_id": sid,
-                "generation": g,
-                "byte_offset": off,
-                "ts": ts,
-                "component": comp,
-                "level": level,
-                "template_id": tid,
-                "message": msg,
-            }
-            for sid, g, off, ts, comp, level, tid, msg in rows
-        ]
-        ins = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-        table = LogEvent.table()
-        # RETURNING counts the rows really inserted on both backends (rowcount of an
-        # executemany is not reliable on psycopg).
-        stmt = ins(table).on_conflict_do_nothing().returning(table.c.id)
-        inserted = len(conn.execute(stmt, dicts).all())
+        # PostgreSQL (the other backend, see storage.engine): the batch as one array per
+        # column, in one INSERT ... SELECT FROM unnest. A multi-row VALUES insert spends
+        # most of its time in the driver, which rewrites a statement of 8 parameters per
+        # row for every 1,000 rows. RETURNING counts the rows really inserted (ids are
+        # drawn in row order either way).
+        columns = {f"c{i}": list(col) for i, col in enumerate(zip(*rows, strict=True))}
+        inserted = len(conn.execute(_PG_INSERT_EVENTS, columns).all())
     conn.execute(
         _ADVANCE,
         {
@@ -135,6 +123,14 @@ def commit_rows(conn: Connection, pos: TailPosition, rows: Sequence[EventInsert]
     )
     return inserted
 
+
+_PG_INSERT_EVENTS = text(
+    "INSERT INTO log_events (source_id, generation, byte_offset, ts, component, level, "
+    "template_id, message) SELECT * FROM unnest(CAST(:c0 AS integer[]), "
+    "CAST(:c1 AS integer[]), CAST(:c2 AS bigint[]), CAST(:c3 AS bigint[]), "
+    "CAST(:c4 AS text[]), CAST(:c5 AS text[]), CAST(:c6 AS integer[]), CAST(:c7 AS text[])) "
+    "ON CONFLICT DO NOTHING RETURNING id"
+)
 
 # Statements run once per committed batch are built once: building and keying a statement
 # costs more than executing it (~0.5 ms each), and a tail run commits many batches.
