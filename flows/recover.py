@@ -239,13 +239,17 @@ def recover(
         if approval is not None:
             # The approval's own run, if another run executes it, ends now: the UI shows
             # where the action runs while it runs (backoff may keep it minutes). Beside the
-            # action, not before it: two Prefect API calls the restart need not wait for.
-            closing = _beside(complete_waiting_run, approval, me)
+            # action, once the slot is held: two Prefect API calls the restart need not
+            # wait for, and that would contend with the slot's (a SQLite Prefect server
+            # answered the take 503, retried 2 s later, when both wrote at once).
+            closing = Beside(complete_waiting_run, approval, me)
         try:
-            result = execute_recovery(rt, issue, recovery_id, row["mode"])
+            result = execute_recovery(
+                rt, issue, recovery_id, row["mode"], on_slot=closing.start if closing else None
+            )
         finally:
             if closing is not None:
-                closing.join(WAITING_RUN_TIMEOUT_S)
+                closing.finish(WAITING_RUN_TIMEOUT_S)  # also when the slot never came
         event = "recovery_succeeded" if result["success"] else "recovery_failed"
         reason = None if result["success"] else failure_reason(result)
         notifier.send(
@@ -324,14 +328,27 @@ def _not_executed(
 WAITING_RUN_TIMEOUT_S = 30.0  # how long a recovery waits, at its end, for that bookkeeping
 
 
-def _beside(fn: Callable[..., None], *args: Any) -> threading.Thread:
-    """Run ``fn`` in a thread with this run's context (its client, logger and settings)."""
-    ctx = contextvars.copy_context()
-    thread = threading.Thread(
-        target=ctx.run, args=(fn, *args), name="selfheal-complete-waiting-run", daemon=True
-    )
-    thread.start()
-    return thread
+class Beside:
+    """``fn(*args)`` in a thread with the creating run's context (its client, logger and
+    settings), started when the caller says so and at the latest by :meth:`finish`."""
+
+    def __init__(self, fn: Callable[..., None], *args: Any) -> None:
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=ctx.run, args=(fn, *args), name=f"selfheal-{fn.__name__}", daemon=True
+        )
+        self._lock = threading.Lock()
+        self._started = False
+
+    def start(self) -> None:
+        with self._lock:
+            if not self._started:
+                self._started = True
+                self._thread.start()
+
+    def finish(self, timeout: float) -> None:
+        self.start()
+        self._thread.join(timeout)
 
 
 def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
@@ -365,8 +382,16 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
         get_run_logger().warning("could not complete waiting run %s: %s", run_id, exc)
 
 
-def execute_recovery(rt: Runtime, issue: IssueInfo, recovery_id: int, mode: str) -> dict[str, Any]:
-    """Walk the ladder holding one slot of the recovery concurrency limit."""
+def execute_recovery(
+    rt: Runtime,
+    issue: IssueInfo,
+    recovery_id: int,
+    mode: str,
+    on_slot: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Walk the ladder holding one slot of the recovery concurrency limit. ``on_slot`` is
+    called once the slot is held: from there to the action no Prefect API call is made,
+    so bookkeeping started then runs beside the action without delaying it."""
     ctx = RecoveryContext(rt.engine, component_specs(rt.config), recovery_settings(rt.config))
     strategies = default_strategies(rt.config.custom_strategies)
     for strategy in strategies.ladder():
@@ -375,6 +400,8 @@ def execute_recovery(rt: Runtime, issue: IssueInfo, recovery_id: int, mode: str)
     manager = RecoveryManager(strategies, ctx)
     run = _flow_run()
     with concurrency(RECOVERY_LIMIT, occupy=1, strict=True):
+        if on_slot is not None:
+            on_slot()
         with rt.engine.begin() as conn:
             if issue.id is not None:
                 set_issue_status(conn, issue.id, "recovering")
