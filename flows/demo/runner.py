@@ -357,7 +357,8 @@ def run_demo(
     faults: str | None = None,
 ) -> int:
     """Run the demo; ``faults`` names the faults to inject (comma-separated, default all).
-    The demo ends when the last fault is decided or ``duration`` seconds have passed."""
+    No fault is injected after ``duration`` seconds; the demo ends when the last injected
+    fault has its verdict (healed, or its own timeout)."""
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
