@@ -144,6 +144,30 @@ def test_down_stretch_and_its_dependants_are_one_incident_named_after_it(
     }
 
 
+def test_a_low_wobble_on_a_dependency_does_not_swallow_a_critical_dependant(
+    engine: Engine,
+) -> None:
+    """Seen in the demo: theorem_repository's request rate dipped (low), then proof_engine
+    (which depends on it) began to leak memory (critical). Joined, the leak became the
+    repository's incident and the breaker opened on it instead of a restart of the leaker."""
+    deps = {"proof_engine": ["theorem_repository"], "theorem_repository": []}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = [
+        anomaly(t0, "theorem_repository", "metric", "requests_total:rate", "low"),
+        # A dependant's symptom no more severe than the dependency's incident joins it.
+        anomaly(t0 + timedelta(seconds=2), "proof_engine", "metric", "requests_total:rate", "low"),
+        anomaly(t0 + timedelta(seconds=5), "proof_engine", "metric", "memory_bytes", "critical"),
+    ]
+    persist_detection(engine, batch, {}, t0 + timedelta(seconds=7), POLICY, deps)
+    df = issues_frame(engine).set_index("signature")
+    assert sorted(df.index) == ["memory_bytes", "requests_total:rate"]
+    leak = df.loc["memory_bytes"]
+    assert (leak["component"], leak["severity"]) == ("proof_engine", "critical")
+    wobble = df.loc["requests_total:rate"]
+    assert (wobble["component"], wobble["severity"]) == ("theorem_repository", "low")
+    assert wobble["anomaly_count"] == 2
+
+
 def test_restart_side_effects_open_no_new_issue_and_ask_nobody(engine: Engine) -> None:
     """A down incident, its restart, then the restart's side effects (counter resets,
     gauges jumping) within the window: no new issue, no approval, nothing re-planned."""

@@ -2,12 +2,14 @@
 
 - **One incident per root cause.** Each anomaly has a *symptom* fingerprint (component +
   kind + signature). It joins the incident that already lists that symptom; else a live
-  incident of a related component (the same one, or one linked to it by a dependency)
-  that is down or saw a symptom within ``correlation_window``; else it opens an incident
-  of its own. The incident is named after its **root**: the first down stretch, else the
-  first symptom of the component the others depend on, else the first symptom; the
-  others are listed as its symptoms (``details["symptoms"]``, every anomaly also keeps its
-  ``issue_id``). Eighteen metrics of a restarted server are one incident, not eighteen.
+  incident of a related component (the same one, or one linked to it by a dependency
+  whose incident is at least as severe, as Alertmanager's inhibition rules let a critical
+  alert explain a warning) that is down or saw a symptom within ``correlation_window``;
+  else it opens an incident of its own. The incident is named after its **root**: the
+  first down stretch, else the first symptom of the component the others depend on, else
+  the first symptom; the others are listed as its symptoms (``details["symptoms"]``,
+  every anomaly also keeps its ``issue_id``). Eighteen metrics of a restarted server are
+  one incident, not eighteen.
 - **Group wait**: a new incident is not actionable for ``group_wait`` seconds, so anomalies
   that arrive together (a crash is seen in metrics and logs) gather before anyone acts.
 - **Resolution** only after ``resolve_after`` seconds without a new symptom (the quiet
@@ -213,6 +215,23 @@ def _related(component: str, issue: IssueRecord, deps: Mapping[str, Sequence[str
     return bool(mine & comps) or any(component in deps.get(c, ()) for c in comps)
 
 
+def _explains(issue: IssueRecord, component: str, kind: str, severity: Severity) -> bool:
+    """Whether another component's incident may absorb this symptom as its consequence.
+
+    As in Alertmanager's inhibition rules (a critical source inhibits a warning target),
+    a related component's incident explains a symptom only when it is at least as severe,
+    or when one side is a down stretch. A low wobble on a dependency must not swallow a
+    critical symptom of its dependant (a memory leak would then be treated as the
+    dependency's problem and never restarted). Symptoms of the incident's own (root)
+    component always join; a dependant's do not just because a milder one of it did.
+    """
+    if component == issue.component:
+        return True
+    if kind == DOWN_KIND or issue.kind == DOWN_KIND:
+        return True
+    return Severity.parse(issue.severity) >= severity
+
+
 def _choose_root(issue: IssueRecord, deps: Mapping[str, Sequence[str]]) -> None:
     """Name the incident after its root: the first down stretch if there is one, else the
     first symptom of the component the others depend on, else the first symptom."""
@@ -298,8 +317,9 @@ def group(
     of the incident that action was for. Pure: the caller persists the outcome.
 
     An anomaly joins, in this order: the incident that already lists its symptom; a live
-    incident of a related component (the same one, or one linked by a dependency) that
-    is down or saw a symptom within ``correlation_window``; during a silence, the incident
+    incident of a related component (the same one, or one linked by a dependency and at
+    least as severe, see ``_explains``) that is down or saw a symptom within
+    ``correlation_window``; during a silence, the incident
     whose recovery caused it (as a side effect: it neither delays the resolution nor
     makes the incident actionable again); else it opens an incident of its own (silenced
     when it falls in a silence).
@@ -351,6 +371,7 @@ def group(
                 for i in by_fp.values()
                 if i.status in ("open", "recovering", "silenced")
                 and _related(a.component, i, deps)
+                and _explains(i, a.component, a.kind, sev)
                 and (
                     (i.kind == DOWN_KIND and i.status != "silenced")
                     or abs(ts - i.last_seen) <= window
