@@ -28,7 +28,7 @@ from storage.issues import (
     set_watermarks,
 )
 from storage.metrics import component_names
-from storage.recoveries import active_recoveries, recent_actions_with_issues
+from storage.recoveries import active_recoveries, healed_issue_ids, recent_actions_with_issues
 from tasks.detection.logs_step import LogDetectionSettings, detect_logs
 from tasks.detection.metrics_step import MetricDetectionSettings, detect_metrics, read_component
 from tasks.detection.registry import default_registry
@@ -182,7 +182,8 @@ def persist_detection(
         ]
         silences = silences_from_actions([(c, t) for c, t, _ in acted], depends_on, window)
         owners = action_incidents(acted, depends_on)
-        outcome = group(anomalies, active, now, policy, depends_on, silences, owners)
+        healed = healed_issue_ids(conn, [i.id for i in active])
+        outcome = group(anomalies, active, now, policy, depends_on, silences, owners, healed)
         ids = save_issues(conn, outcome.issues.values())
         stored = save_anomalies(conn, outcome.anomalies, ids)
         current = load_active_issues(conn, now)

@@ -225,6 +225,18 @@ def recoveries_for_admission(
     return [RecoveryState(r.issue_id, r.component, r.status, _aware(r.finished_at)) for r in rows]
 
 
+def healed_issue_ids(conn: Connection, issue_ids: Sequence[int | None]) -> set[int]:
+    """Those of ``issue_ids`` that a recovery already healed (a succeeded recovery)."""
+    ids = [i for i in issue_ids if i is not None]
+    if not ids:
+        return set()
+    t = Recovery.table()
+    rows = conn.execute(
+        select(t.c.issue_id).where(t.c.issue_id.in_(ids) & (t.c.status == "succeeded")).distinct()
+    ).all()
+    return {int(r.issue_id) for r in rows}
+
+
 def _aware(ts: datetime | None) -> datetime | None:
     return ts if ts is None or ts.tzinfo else ts.replace(tzinfo=UTC)
 

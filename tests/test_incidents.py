@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import Engine
 from flows.demo.platform.launcher import free_port
 from flows.detect import persist_detection
 from storage.approvals import approvals_frame
-from storage.issues import AnomalyRecord, issues_frame
+from storage.issues import AnomalyRecord, issues_frame, set_issue_status
 from storage.metrics import labels_key
 from storage.recoveries import create_recovery, record_action, recoveries_frame
 from tasks.coordination.planner import plan_cycle
@@ -233,6 +234,77 @@ def test_restart_side_effects_open_no_new_issue_and_ask_nobody(engine: Engine) -
     assert plan.planned == []
     assert approvals_frame(engine).empty
     assert len(recoveries_frame(engine)) == 1
+
+
+def test_after_a_fix_a_new_fault_is_a_new_incident_and_a_returning_symptom_acts_again(
+    engine: Engine,
+) -> None:
+    """Seen in the demo once healing got fast: the next fault on a component came while the
+    healed incident waited for its quiet period, joined it, and nothing ever acted on it."""
+    policy = replace(POLICY, action_grace=5, correlation_window=5)
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(seconds=60)
+    persist_detection(
+        engine, [anomaly(t0, signature="memory_bytes", severity="critical")], {}, t0, policy, {}
+    )
+    incident_id = int(issues_frame(engine).iloc[0]["id"])
+    fixed_at = t0 + timedelta(seconds=5)
+    with engine.begin() as conn:
+        # (No action row: its finish time would be the wall clock's, silencing these.)
+        create_recovery(
+            conn,
+            issue_id=incident_id,
+            component="cache",
+            issue_kind="metric",
+            issue_signature="memory_bytes",
+            strategy="restart",
+            rung=0,
+            action="restart cache",
+            mode="automated",
+            status="succeeded",
+            finished_at=fixed_at,
+        )
+        set_issue_status(conn, incident_id, "recovering")
+    ctx = RecoveryContext(
+        engine, {"cache": ComponentSpec("cache", restart=CommandSpec(("true",), timeout=5))}
+    )
+
+    def plan(at: datetime) -> list[int | None]:
+        planned = plan_cycle(
+            engine,
+            RecoveryManager(default_strategies(), ctx),
+            "learning",
+            at,
+            max_concurrent=3,
+            approval_timeout_s=600,
+            cooldown_s=0,
+            quarantine_s=600,
+        ).planned
+        return [p.issue.id for p in planned]
+
+    # Healed and quiet since: nothing to do while it waits for its quiet period.
+    assert plan(t0 + timedelta(seconds=20)) == []
+    # A different fault on the same component after the fix (past the silence): a new
+    # incident of its own, not a symptom of the healed one.
+    later = t0 + timedelta(seconds=30)
+    persist_detection(
+        engine, [anomaly(later, signature="latency:mean", severity="high")], {}, later, policy, {}
+    )
+    df = issues_frame(engine).set_index("signature")
+    assert sorted(df.index) == ["latency:mean", "memory_bytes"]
+    assert int(df.loc["memory_bytes", "anomaly_count"]) == 1
+    # The healed incident's own symptom comes back after the silence: the fix did not
+    # hold, so it is planned again (the most severe of the component's incidents first).
+    again = t0 + timedelta(seconds=40)
+    persist_detection(
+        engine,
+        [anomaly(again, signature="memory_bytes", severity="critical")],
+        {},
+        again,
+        policy,
+        {},
+    )
+    assert plan(again) == [incident_id]
 
 
 def test_side_effects_of_an_unattributed_restart_make_one_silenced_incident(

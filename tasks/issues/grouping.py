@@ -4,12 +4,12 @@
   kind + signature). It joins the incident that already lists that symptom; else a live
   incident of a related component (the same one, or one linked to it by a dependency
   whose incident is at least as severe, as Alertmanager's inhibition rules let a critical
-  alert explain a warning) that is down or saw a symptom within ``correlation_window``;
-  else it opens an incident of its own. The incident is named after its **root**: the
-  first down stretch, else the first symptom of the component the others depend on, else
-  the first symptom; the others are listed as its symptoms (``details["symptoms"]``,
-  every anomaly also keeps its ``issue_id``). Eighteen metrics of a restarted server are
-  one incident, not eighteen.
+  alert explain a warning) that is down or saw a symptom within ``correlation_window``
+  and that no recovery has healed yet; else it opens an incident of its own. The
+  incident is named after its **root**: the first down stretch, else the first symptom
+  of the component the others depend on, else the first symptom; the others are listed
+  as its symptoms (``details["symptoms"]``, every anomaly also keeps its ``issue_id``).
+  Eighteen metrics of a restarted server are one incident, not eighteen.
 - **Group wait**: a new incident is not actionable for ``group_wait`` seconds, so anomalies
   that arrive together (a crash is seen in metrics and logs) gather before anyone acts.
 - **Resolution** only after ``resolve_after`` seconds without a new symptom (the quiet
@@ -38,7 +38,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -308,18 +308,22 @@ def group(
     depends_on: Mapping[str, Sequence[str]] | None = None,
     silences: Mapping[str, datetime] | None = None,
     acted_incidents: Mapping[str, int] | None = None,
+    healed: Set[int] | None = None,
 ) -> GroupingOutcome:
     """Assign anomalies to incidents (new, joined or reopened) and resolve quiet ones.
 
     ``active`` holds the open/recovering/silenced incidents and those resolved within the
     flap window; ``silences`` maps a component to the end of the silence that follows a
     recovery action on it (or on a dependency), ``acted_incidents`` a component to the id
-    of the incident that action was for. Pure: the caller persists the outcome.
+    of the incident that action was for, ``healed`` the ids of incidents a recovery has
+    already healed. Pure: the caller persists the outcome.
 
     An anomaly joins, in this order: the incident that already lists its symptom; a live
     incident of a related component (the same one, or one linked by a dependency and at
     least as severe, see ``_explains``) that is down or saw a symptom within
-    ``correlation_window``; during a silence, the incident
+    ``correlation_window`` and was not healed yet (a healed incident takes back only the
+    symptoms it lists: the fix did not hold; anything else after the fix is a new
+    incident with a remedy of its own); during a silence, the incident
     whose recovery caused it (as a side effect: it neither delays the resolution nor
     makes the incident actionable again); else it opens an incident of its own (silenced
     when it falls in a silence).
@@ -327,6 +331,7 @@ def group(
     deps = depends_on or {}
     quiet_until = silences or {}
     acted = acted_incidents or {}
+    fixed = healed or set()
     incidents = list(active)
     by_fp = {i.fingerprint: i for i in incidents}
     by_id = {i.id: i for i in incidents if i.id is not None}
@@ -370,6 +375,7 @@ def group(
                 i
                 for i in by_fp.values()
                 if i.status in ("open", "recovering", "silenced")
+                and i.id not in fixed
                 and _related(a.component, i, deps)
                 and _explains(i, a.component, a.kind, sev)
                 and (
