@@ -212,3 +212,53 @@ def test_side_effects_of_a_recovery_are_silenced_then_surface() -> None:
         silences,
     )
     assert after.issues[issue.fingerprint].status == "open"
+
+
+def test_a_side_effect_that_outlives_a_healed_incidents_silence_is_an_incident_of_its_own() -> None:
+    """Seen in the demo: a fault injected 3 s after a restart healed its component was
+    recorded as the restart's side effects, then kept firing after the silence inside the
+    healed incident, which nothing acts on again."""
+    from dataclasses import replace
+
+    from tasks.issues.grouping import silences_from_actions
+
+    deps = {"proof_engine": ["theorem_repository"]}
+    opened = group([anomaly(T0, "theorem_repository", signature="oom")], [], T0, POLICY, deps)
+    healed = replace(next(iter(opened.issues.values())), id=1, status="recovering")
+    silences = silences_from_actions([("theorem_repository", T0 + timedelta(seconds=5))], deps, 60)
+    acted = {"theorem_repository": 1, "proof_engine": 1}
+    during = group(
+        [anomaly(T0 + timedelta(seconds=8), "theorem_repository", signature="errors")],
+        [healed],
+        T0 + timedelta(seconds=9),
+        POLICY,
+        deps,
+        silences,
+        acted,
+        healed={1},
+    )
+    assert list(during.issues) == [healed.fingerprint] and during.opened == []
+    after = group(
+        [anomaly(T0 + timedelta(seconds=70), "theorem_repository", signature="errors")],
+        [healed],
+        T0 + timedelta(seconds=71),
+        POLICY,
+        deps,
+        silences,
+        acted,
+        healed={1},
+    )
+    assert len(after.opened) == 1
+    fresh = after.issues[after.opened[0]]
+    assert (fresh.signature, fresh.status) == ("errors", "open")
+    # Not healed yet, the same incident would have kept it.
+    unhealed = group(
+        [anomaly(T0 + timedelta(seconds=70), "theorem_repository", signature="errors")],
+        [healed],
+        T0 + timedelta(seconds=71),
+        POLICY,
+        deps,
+        silences,
+        acted,
+    )
+    assert unhealed.opened == []

@@ -5,10 +5,6 @@ Admission, like Alertmanager's routing plus a work queue's priority:
 - an issue is a candidate when it is open, not inhibited, past its group wait, has no
   recovery in flight, and was not just healed (``cooldown`` after a successful recovery,
   unless new anomalies arrived after it);
-- an issue a recovery healed ("recovering" until its quiet period resolves it) is a
-  candidate again only when its symptoms came back after the fix (side effects inside
-  the action's silence do not count): the fix did not hold, so the ladder goes on,
-  instead of the incident waiting forever for a quiet period that never comes;
 - an issue whose recovery an operator rejected, or let expire, or that learning mode
   already recorded, is not proposed again: that incident has had its decision (a new
   incident is a new issue);
@@ -76,9 +72,7 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
         issues = [
             i
             for i in load_active_issues(conn, now)
-            if i.status in ("open", "recovering")
-            and i.inhibited_by is None
-            and i.actionable_at <= now
+            if i.status == "open" and i.inhibited_by is None and i.actionable_at <= now
         ]
         if not issues:
             return []
@@ -87,21 +81,13 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
     decided = {r.issue_id for r in rows if r.status in DECIDED or r.status in ACTIVE}
     busy_components = {r.component for r in rows if r.status in ACTIVE}
     healed: dict[str, datetime] = {}
-    own_fix: dict[int, datetime] = {}  # issue id → its last successful recovery
     for r in rows:
         if r.status == "succeeded" and r.finished_at is not None:
             healed[r.component] = max(healed.get(r.component, r.finished_at), r.finished_at)
-            if r.issue_id is not None:
-                own_fix[r.issue_id] = max(own_fix.get(r.issue_id, r.finished_at), r.finished_at)
     out = []
     for issue in issues:
         if issue.id in decided or issue.component in busy_components:
             continue
-        fixed = own_fix.get(issue.id) if issue.id is not None else None
-        if fixed is not None and issue.last_seen <= fixed:
-            continue  # healed, nothing since: it waits for its quiet period to resolve it
-        if fixed is None and issue.status != "open":
-            continue  # "recovering" with nothing succeeded: its recovery is being settled
         last_fix = healed.get(issue.component)
         if (
             last_fix is not None

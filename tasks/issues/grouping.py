@@ -336,7 +336,9 @@ def group(
     by_fp = {i.fingerprint: i for i in incidents}
     by_id = {i.id: i for i in incidents if i.id is not None}
     index: dict[str, IssueRecord] = {}
-    for inc in incidents:
+    # Oldest first, so the newest incident that lists a symptom owns it (a side effect
+    # that outlived a healed incident's silence moved on to an incident of its own).
+    for inc in sorted(incidents, key=lambda i: i.first_seen):
         index.setdefault(inc.fingerprint, inc)
         if "symptoms" not in inc.details:  # stored before incidents listed their symptoms
             inc.details["symptoms"] = {
@@ -370,6 +372,16 @@ def group(
         until = quiet_until.get(a.component)
         silenced = until is not None and ts < until
         issue = index.get(sfp)
+        if (
+            issue is not None
+            and issue.id in fixed
+            and not silenced
+            and _symptoms(issue).get(sfp, {}).get("side_effect")
+        ):
+            # Recorded as a side effect of this healed incident's recovery, and still here
+            # after the silence: not a side effect after all (a new fault right after the
+            # fix). It is looked at afresh, so it can open an incident of its own.
+            issue = None
         if issue is None or issue.status == "resolved":
             live = [
                 i
