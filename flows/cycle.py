@@ -11,7 +11,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.components import component_specs, recovery_settings
-from flows.detect import GroupSummary, run_detection
+from flows.detect import GroupSummary, recheck_after, run_detection
 from flows.ingest import run_ingest
 from flows.launch import deployment_available, start_deployment_run
 from flows.live_config import load_live_config
@@ -105,6 +105,7 @@ def plan_recoveries_task(rt: Runtime, now: datetime) -> CyclePlan:
         cooldown_s=cfg.recovery.cooldown,
         quarantine_s=cfg.quarantine_period,
         min_severity=cfg.recovery.min_severity,
+        recheck_after_s=recheck_after(cfg),
     )
 
 

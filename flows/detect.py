@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -240,6 +241,20 @@ def grouping_policy(config: SelfHealConfig) -> GroupingPolicy:
         d.correlation_window,
         d.action_grace,
     )
+
+
+def recheck_after(config: SelfHealConfig) -> float:
+    """Seconds after a fix before a healed incident's own symptoms count against it: the
+    cooldown, the side-effect window, and the longest ``smoothing`` span of the configured
+    detectors (until then a smoothed series still spans the time before the fix)."""
+    d = config.detection
+    spans = [
+        pd.Timedelta(span).total_seconds()
+        for spec in d.detectors
+        for span in (spec.params.get("smoothing") or [])
+        if isinstance(span, str)
+    ]
+    return max([config.recovery.cooldown, grouping_policy(config).side_effect_window, *spans])
 
 
 def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:

@@ -184,3 +184,14 @@ def test_component_cross_checks() -> None:
         build_config({"components": {"a": {"parameters": {"p": {"min": 5, "max": 1}}}}}, environ={})
     with pytest.raises(ConfigError, match="component name"):
         build_config({"components": {"bad name;rm": {}}}, environ={})
+
+
+def test_a_healed_incident_is_rechecked_after_the_detectors_longest_smoothing() -> None:
+    from flows.demo.platform.launcher import Platform
+    from flows.demo.settings import demo_config
+    from flows.detect import recheck_after
+
+    # Defaults: cooldown 120 s, side effects 60 s, the cycle detector smooths over 5 min.
+    assert recheck_after(SelfHealConfig()) == 300
+    demo = build_config(demo_config(Platform(Path("."), services={}), "sqlite://", "automated"))
+    assert recheck_after(demo) == 30  # its detector smooths over 30 s

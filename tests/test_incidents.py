@@ -236,7 +236,7 @@ def test_restart_side_effects_open_no_new_issue_and_ask_nobody(engine: Engine) -
     assert len(recoveries_frame(engine)) == 1
 
 
-def test_after_a_fix_a_new_fault_is_a_new_incident_and_is_acted_on(
+def test_after_a_fix_a_new_fault_is_a_new_incident_and_a_lasting_symptom_acts_again(
     engine: Engine,
 ) -> None:
     """Seen in the demo once healing got fast: the next fault on a component came while the
@@ -279,6 +279,7 @@ def test_after_a_fix_a_new_fault_is_a_new_incident_and_is_acted_on(
             approval_timeout_s=600,
             cooldown_s=0,
             quarantine_s=600,
+            recheck_after_s=45,
         ).planned
         return [p.issue.id for p in planned]
 
@@ -295,21 +296,29 @@ def test_after_a_fix_a_new_fault_is_a_new_incident_and_is_acted_on(
     assert int(df.loc["memory_bytes", "anomaly_count"]) == 1
     new_id = int(df.loc["latency:mean", "id"])
     assert plan(later) == [new_id]
-    # The healed incident's own symptom still fires after the silence (a smoothed gauge
-    # still spans the minutes before the restart): it rejoins its incident, which is not
-    # planned again for it.
-    again = t0 + timedelta(seconds=40)
+    # The healed incident's own symptom still fires after the silence, but within the
+    # recheck window (a smoothed gauge still spans the time before the restart): it
+    # rejoins its incident, which is not planned again for it.
+    for seconds in (40, 50):
+        again = t0 + timedelta(seconds=seconds)
+        persist_detection(
+            engine,
+            [anomaly(again, signature="memory_bytes", severity="critical")],
+            {},
+            again,
+            policy,
+            {},
+        )
+        assert incident_id not in plan(again)
+    # Still firing past the recheck window (45 s after the fix at t0 + 5 s): the fix did
+    # not hold (or the symptom has a new cause), so the incident is planned again.
+    late = t0 + timedelta(seconds=55)
     persist_detection(
-        engine,
-        [anomaly(again, signature="memory_bytes", severity="critical")],
-        {},
-        again,
-        policy,
-        {},
+        engine, [anomaly(late, signature="memory_bytes", severity="critical")], {}, late, policy, {}
     )
     df = issues_frame(engine).set_index("signature")
-    assert int(df.loc["memory_bytes", "anomaly_count"]) == 2
-    assert incident_id not in plan(again)
+    assert int(df.loc["memory_bytes", "anomaly_count"]) == 4
+    assert plan(late) == [incident_id]
 
 
 def test_side_effects_of_an_unattributed_restart_make_one_silenced_incident(

@@ -27,7 +27,9 @@ from flows.demo.platform.faults import FaultSpec, inject, select_faults
 from flows.demo.settings import demo_config
 from flows.runtime import selfheal_home
 
-WARMUP_S = 20.0
+# The detectors need min_points (10) points of a 3 s cycle before they score anything: a
+# metric fault picked first with `--faults` must find them ready.
+WARMUP_S = 33.0
 SETTLE_S = 2.0
 CYCLE_S = 3.0
 APPROVAL_DELAY_S = 1.0  # how long the "operator" looks at a pending approval first

@@ -5,6 +5,12 @@ Admission, like Alertmanager's routing plus a work queue's priority:
 - an issue is a candidate when it is open, not inhibited, past its group wait, has no
   recovery in flight, and was not just healed (``cooldown`` after a successful recovery,
   unless new anomalies arrived after it);
+- an issue a recovery healed ("recovering" until its quiet period resolves it) is a
+  candidate again only when its symptoms still fire ``recheck_after`` seconds after the
+  fix (at least the detectors' longest smoothing window: before that, a smoothed gauge
+  still spans the time before the fix, so its alarm says nothing about the fix): the fix
+  did not hold, or the same symptom has a new cause, and the ladder goes on instead of
+  the incident waiting for a quiet period that never comes;
 - an issue whose recovery an operator rejected, or let expire, or that learning mode
   already recorded, is not proposed again: that incident has had its decision (a new
   incident is a new issue);
@@ -60,7 +66,9 @@ class CyclePlan:
         return [p for p in self.planned if p.action == action]
 
 
-def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRecord]:
+def candidates(
+    engine: Engine, now: datetime, cooldown_s: float, recheck_after_s: float = float("inf")
+) -> list[IssueRecord]:
     """Open issues to act on, most severe first.
 
     One recovery per component at a time: a component with a recovery in flight (or
@@ -72,7 +80,9 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
         issues = [
             i
             for i in load_active_issues(conn, now)
-            if i.status == "open" and i.inhibited_by is None and i.actionable_at <= now
+            if i.status in ("open", "recovering")
+            and i.inhibited_by is None
+            and i.actionable_at <= now
         ]
         if not issues:
             return []
@@ -81,13 +91,22 @@ def candidates(engine: Engine, now: datetime, cooldown_s: float) -> list[IssueRe
     decided = {r.issue_id for r in rows if r.status in DECIDED or r.status in ACTIVE}
     busy_components = {r.component for r in rows if r.status in ACTIVE}
     healed: dict[str, datetime] = {}
+    own_fix: dict[int, datetime] = {}  # issue id → its last successful recovery
     for r in rows:
         if r.status == "succeeded" and r.finished_at is not None:
             healed[r.component] = max(healed.get(r.component, r.finished_at), r.finished_at)
+            if r.issue_id is not None:
+                own_fix[r.issue_id] = max(own_fix.get(r.issue_id, r.finished_at), r.finished_at)
+    recheck = timedelta(seconds=recheck_after_s) if recheck_after_s < 1e9 else None
     out = []
     for issue in issues:
         if issue.id in decided or issue.component in busy_components:
             continue
+        fixed = own_fix.get(issue.id) if issue.id is not None else None
+        if fixed is not None and (recheck is None or issue.last_seen <= fixed + recheck):
+            continue  # healed, and nothing says the fix did not hold: it waits to resolve
+        if fixed is None and issue.status != "open":
+            continue  # "recovering" with nothing succeeded: its recovery is being settled
         last_fix = healed.get(issue.component)
         if (
             last_fix is not None
@@ -126,13 +145,14 @@ def plan_cycle(
     cooldown_s: float,
     quarantine_s: float,
     min_severity: str = "low",
+    recheck_after_s: float = float("inf"),
 ) -> CyclePlan:
     """Decide and record this cycle's recoveries (rows and approvals); launching is the
     caller's job."""
     plan = CyclePlan()
     slots = max_concurrent - running_count(engine)
     floor = Severity.parse(min_severity)
-    for issue in candidates(engine, now, cooldown_s):
+    for issue in candidates(engine, now, cooldown_s, recheck_after_s):
         if Severity.parse(issue.severity) < floor:
             continue
         info = IssueInfo.from_record(issue)
