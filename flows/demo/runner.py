@@ -483,6 +483,16 @@ def run_demo(
                         + ("healed" if current.healed else "NOT healed in time")
                     )
                     next_at = time.monotonic() + SETTLE_S + rng.uniform(0, 1.5)
+                    touched = {current.spec.component, *current.spec.affects}
+                    if pending and pending[0].component in touched:
+                        # What shows on a component within the side-effect window of its
+                        # recovery is recorded as that recovery's side effect: a fault
+                        # injected there would be judged as one, so the next fault on
+                        # the same component waits the window out (a real gap, see
+                        # tasks.issues.grouping).
+                        det = config["detection"]
+                        window = max(det["action_grace"], det["correlation_window"])
+                        next_at = max(next_at, time.monotonic() + window + 1)
             ready = current is None or current.done_at is not None
             if ready and served and time.monotonic() >= next_at:
                 if not pending or time.monotonic() >= deadline:
