@@ -9,7 +9,13 @@ from sqlalchemy import Engine
 
 from flows.detect import persist_detection
 from storage.issues import AnomalyRecord, issues_frame, load_active_issues
-from tasks.issues.grouping import GroupingPolicy, group, inhibitions, should_notify
+from tasks.issues.grouping import (
+    GroupingOutcome,
+    GroupingPolicy,
+    group,
+    inhibitions,
+    should_notify,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 POLICY = GroupingPolicy(
@@ -227,38 +233,24 @@ def test_a_side_effect_that_outlives_a_healed_incidents_silence_is_an_incident_o
     healed = replace(next(iter(opened.issues.values())), id=1, status="recovering")
     silences = silences_from_actions([("theorem_repository", T0 + timedelta(seconds=5))], deps, 60)
     acted = {"theorem_repository": 1, "proof_engine": 1}
-    during = group(
-        [anomaly(T0 + timedelta(seconds=8), "theorem_repository", signature="errors")],
-        [healed],
-        T0 + timedelta(seconds=9),
-        POLICY,
-        deps,
-        silences,
-        acted,
-        healed={1},
-    )
+
+    def errors_at(seconds: int, healed_ids: set[int]) -> GroupingOutcome:
+        return group(
+            [anomaly(T0 + timedelta(seconds=seconds), "theorem_repository", signature="errors")],
+            [healed],
+            T0 + timedelta(seconds=seconds + 1),
+            POLICY,
+            deps,
+            silences,
+            acted,
+            healed_ids,
+        )
+
+    during = errors_at(8, {1})
     assert list(during.issues) == [healed.fingerprint] and during.opened == []
-    after = group(
-        [anomaly(T0 + timedelta(seconds=70), "theorem_repository", signature="errors")],
-        [healed],
-        T0 + timedelta(seconds=71),
-        POLICY,
-        deps,
-        silences,
-        acted,
-        healed={1},
-    )
+    after = errors_at(70, {1})
     assert len(after.opened) == 1
     fresh = after.issues[after.opened[0]]
     assert (fresh.signature, fresh.status) == ("errors", "open")
     # Not healed yet, the same incident would have kept it.
-    unhealed = group(
-        [anomaly(T0 + timedelta(seconds=70), "theorem_repository", signature="errors")],
-        [healed],
-        T0 + timedelta(seconds=71),
-        POLICY,
-        deps,
-        silences,
-        acted,
-    )
-    assert unhealed.opened == []
+    assert errors_at(70, set()).opened == []
