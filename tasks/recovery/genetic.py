@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -104,16 +105,18 @@ def make_sampler(
         # Starts at the centre of the (log-scaled) box (the defaults, when they are its
         # geometric middle), 0.3 of its width wide, with small generations (5): a live
         # search pays seconds per trial, so it adapts after fewer of them.
-        return (
-            optuna.samplers.CmaEsSampler(
+        with warnings.catch_warnings():
+            # Optuna 4.9+ deprecates an explicit sigma0 (still honoured until 6.0); the
+            # operator's terminal is not the place for that notice.
+            warnings.filterwarnings("ignore", message=".*sigma0", category=FutureWarning)
+            cmaes = optuna.samplers.CmaEsSampler(
                 seed=seed,
                 n_startup_trials=0,
                 sigma0=0.3,
                 popsize=5,
                 warn_independent_sampling=False,
-            ),
-            "CMA-ES",
-        )
+            )
+        return cmaes, "CMA-ES"
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=3), "TPE"
 
 
