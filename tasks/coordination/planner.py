@@ -24,6 +24,7 @@ Admission, like Alertmanager's routing plus a work queue's priority:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal
@@ -97,7 +98,7 @@ def candidates(
             healed[r.component] = max(healed.get(r.component, r.finished_at), r.finished_at)
             if r.issue_id is not None:
                 own_fix[r.issue_id] = max(own_fix.get(r.issue_id, r.finished_at), r.finished_at)
-    recheck = timedelta(seconds=recheck_after_s) if recheck_after_s < 1e9 else None
+    recheck = timedelta(seconds=recheck_after_s) if math.isfinite(recheck_after_s) else None
     out = []
     for issue in issues:
         if issue.id in decided or issue.component in busy_components:
