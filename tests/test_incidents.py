@@ -169,6 +169,37 @@ def test_a_low_wobble_on_a_dependency_does_not_swallow_a_critical_dependant(
     assert wobble["anomaly_count"] == 2
 
 
+def test_a_dependants_errors_join_the_dependencys_incident_once_their_logs_correlate(
+    engine: Engine,
+) -> None:
+    """Seen in the demo's failing dependency: the repository's backend failed, both
+    components logged errors together (one correlated incident, high), and the proof
+    engine's error rate (critical) opened an incident of its own, whose restart of the
+    proof engine could not help. The correlated logs are the evidence that it is one
+    failure: the dependant's metric symptom joins, whatever its severity."""
+    deps = {"proof_engine": ["theorem_repository"], "theorem_repository": []}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = [
+        anomaly(t0, "theorem_repository", "log", "storage_unavailable", "high"),
+        anomaly(t0 + timedelta(seconds=1), "proof_engine", "log", "upstream_error", "high"),
+        anomaly(
+            t0 + timedelta(seconds=3), "proof_engine", "metric", "errors_total:rate", "critical"
+        ),
+    ]
+    persist_detection(engine, batch, {}, t0 + timedelta(seconds=5), POLICY, deps)
+    df = issues_frame(engine)
+    assert len(df) == 1, df[["component", "kind", "signature", "severity"]]
+    incident = df.iloc[0]
+    assert (incident["component"], incident["kind"]) == ("theorem_repository", "log_correlation")
+    assert incident["severity"] == "critical"
+    from storage.issues import get_issue
+
+    record = get_issue(engine, int(incident["id"]))
+    assert record is not None
+    listed = {(s["component"], s["signature"]) for s in symptom_list(record)}
+    assert ("proof_engine", "errors_total:rate") in listed
+
+
 def test_restart_side_effects_open_no_new_issue_and_ask_nobody(engine: Engine) -> None:
     """A down incident, its restart, then the restart's side effects (counter resets,
     gauges jumping) within the window: no new issue, no approval, nothing re-planned."""

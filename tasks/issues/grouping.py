@@ -224,10 +224,23 @@ def _explains(issue: IssueRecord, component: str, kind: str, severity: Severity)
     critical symptom of its dependant (a memory leak would then be treated as the
     dependency's problem and never restarted). Symptoms of the incident's own (root)
     component always join; a dependant's do not just because a milder one of it did.
+
+    The exception is evidence of a common cause: when the incident lists log errors of
+    this component correlated in time with the dependency's (the dependant failing its
+    calls), the dependant's other symptoms are that failure seen through its metrics,
+    whatever their severity. Restarting the dependant would not help; the incident's
+    remedy, on the dependency, does.
     """
     if component == issue.component:
         return True
     if kind == DOWN_KIND or issue.kind == DOWN_KIND:
+        return True
+    if any(
+        s.get("root_kind") == CORRELATION_KIND
+        and not s.get("side_effect")
+        and component in str(s.get("signature", "")).split("+")
+        for s in _symptoms(issue).values()
+    ):
         return True
     return Severity.parse(issue.severity) >= severity
 
