@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -284,6 +285,10 @@ def test_workload_shift_is_healed_by_the_search_not_by_restart_or_the_rules(
         assert measure(health, 0.0, svc.name).score < floor
         strategy = GeneticStrategy(seed=0)
         assert strategy.rung_for(issue, ctx) < 1.0  # before restart: a workload change
+        # The same low score under an error signature in the log is a fault of the
+        # component: the search keeps its place after the restart.
+        log_issue = replace(issue, kind="log", signature="out_of_memory")
+        assert strategy.rung_for(log_issue, ctx) == float(strategy.rung)
 
         # A restart keeps the mix.
         assert run_command(comp.restart).ok  # type: ignore[arg-type]

@@ -169,6 +169,27 @@ def test_a_low_wobble_on_a_dependency_does_not_swallow_a_critical_dependant(
     assert wobble["anomaly_count"] == 2
 
 
+def test_a_dependencys_low_wobble_does_not_take_over_a_dependants_critical_incident(
+    engine: Engine,
+) -> None:
+    """Seen in the demo: proof_engine leaked memory (critical); 6 s later
+    theorem_repository's memory wobbled (low) and joined the incident, which was then
+    named after the repository (the component the other depends on), so the breaker
+    opened on the repository instead of a restart of the leaker."""
+    deps = {"proof_engine": ["theorem_repository"], "theorem_repository": []}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = [
+        anomaly(t0, "proof_engine", "metric", "memory_bytes", "critical"),
+        anomaly(t0 + timedelta(seconds=6), "theorem_repository", "metric", "memory_bytes", "low"),
+    ]
+    persist_detection(engine, batch, {}, t0 + timedelta(seconds=7), POLICY, deps)
+    df = issues_frame(engine)
+    assert len(df) == 1
+    incident = df.iloc[0]
+    assert (incident["component"], incident["signature"]) == ("proof_engine", "memory_bytes")
+    assert incident["severity"] == "critical"
+
+
 def test_a_dependants_errors_join_the_dependencys_incident_once_their_logs_correlate(
     engine: Engine,
 ) -> None:

@@ -28,10 +28,13 @@ from tasks.recovery.base import (
     ComponentSpec,
     HealthSpec,
     IssueInfo,
+    Outcome,
     ParameterSpec,
+    Plan,
     ReconfigureSpec,
     RecoveryContext,
     RecoverySettings,
+    RecoveryStrategy,
 )
 from tasks.recovery.commands import CommandSpec, run_command
 from tasks.recovery.genetic import GeneticStrategy, open_study
@@ -365,3 +368,62 @@ def test_custom_strategies_take_parameters_and_replace_only_when_asked(
     assert type(restart).__name__ == "QuietRestartStrategy"
     with pytest.raises(ConfigError, match="detector named 'default' is already registered"):
         build_config({"custom_detectors": ["tests.plugin_detectors.ShadowDefault"]}, environ={})
+
+
+def test_the_approved_strategy_runs_even_if_the_ladder_moved_since(engine: Engine) -> None:
+    """Seen in the demo: an operator approved 'restart'; by the time the run executed, a
+    strategy that places itself by live evidence (the genetic search, on a briefly low
+    health score) had moved first, and a search ran instead of the approved restart.
+    What was approved runs first; the rest of the ladder is escalation."""
+    from storage.recoveries import create_recovery
+    from tasks.recovery.registry import StrategyRegistry
+
+    ran: list[str] = []
+
+    class Recorded(RecoveryStrategy):
+        def applicable(self, issue: IssueInfo, ctx: RecoveryContext) -> str | None:
+            return None
+
+        def plan(self, issue: IssueInfo, ctx: RecoveryContext) -> Plan:
+            return Plan(self.name, issue.component, f"{self.name} {issue.component}")
+
+        def execute(self, plan: Plan, issue: IssueInfo, ctx: RecoveryContext) -> Outcome:
+            ran.append(self.name)
+            return Outcome(True, self.name)
+
+    class Approved(Recorded):
+        name, rung = "approved", 1
+
+    class Jumper(Recorded):
+        name, rung = "jumper", 2
+        live_evidence = False
+
+        def rung_for(self, issue: IssueInfo, ctx: RecoveryContext) -> float:
+            return 0.0 if self.live_evidence else float(self.rung)
+
+    jumper = Jumper()
+    registry = StrategyRegistry()
+    registry.register(Approved())
+    registry.register(jumper)
+    manager = RecoveryManager(registry, ctx_for(engine, {}))
+    issue = IssueInfo(None, "svc", "log", "out_of_memory", "critical")
+    _, plan = manager.proposal(issue)
+    assert plan is not None and plan.strategy == "approved"
+    with engine.begin() as conn:
+        rid = create_recovery(
+            conn,
+            issue_id=None,
+            component="svc",
+            issue_kind="log",
+            issue_signature="out_of_memory",
+            strategy=plan.strategy,
+            rung=0,
+            action=plan.action,
+            mode="supervised",
+            status="approved",
+        )
+    jumper.live_evidence = True  # the ladder moves between approval and execution
+    assert manager.proposal(issue)[1].strategy == "jumper"  # type: ignore[union-attr]
+    result = manager.apply_recovery(issue, "supervised", reuse_recovery_id=rid)
+    assert result.success and result.strategy == "approved"
+    assert ran == ["approved"]

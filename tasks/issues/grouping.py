@@ -258,6 +258,16 @@ def _choose_root(issue: IssueRecord, deps: Mapping[str, Sequence[str]]) -> None:
     else:
         comps = list(dict.fromkeys(str(s["component"]) for s in symptoms))
         top = _upstream(comps, deps) if len(comps) > 1 else comps[0]
+        worst = max(Severity.parse(str(s["severity"])) for s in symptoms)
+        if max(
+            Severity.parse(str(s["severity"])) for s in symptoms if s["component"] == top
+        ) < worst and not any(s.get("root_kind") == CORRELATION_KIND for s in symptoms):
+            # The dependency only wobbled (a low symptom that joined a dependant's critical
+            # incident): it does not explain the dependant's failure, so the incident
+            # stays the dependant's (the same inhibition rule as ``_explains``).
+            top = next(
+                str(s["component"]) for s in symptoms if Severity.parse(str(s["severity"])) == worst
+            )
         root = next(s for s in symptoms if s["component"] == top)
     kind, comp, sig = str(root["kind"]), str(root["component"]), str(root["signature"])
     if root.get("root_kind"):

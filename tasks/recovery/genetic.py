@@ -364,7 +364,13 @@ class GeneticStrategy(RecoveryStrategy):
         """First when the evidence says the workload changed, not the component: it
         answers its health check and runs a configuration we chose (the declared defaults
         or the best our study knows), yet its own score is below its pre-incident range.
-        A restart would keep the workload, and going back to defaults changes nothing."""
+        A restart would keep the workload, and going back to defaults changes nothing.
+        Only for what the component's measurements show: an error signature in its log or
+        a down stretch names a fault of the component itself, which a restart addresses
+        (its score sinks with any fault, so a low score alone is no evidence of a new
+        workload)."""
+        if issue.kind not in ("metric", "behaviour"):
+            return float(self.rung)
         comp = ctx.components.get(issue.component)
         first_seen = issue.details.get("first_seen")
         metric = comp.health.score_metric if comp is not None else None

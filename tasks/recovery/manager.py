@@ -16,6 +16,7 @@ from typing import Any
 from storage.audit import audit
 from storage.recoveries import (
     create_recovery,
+    get_recovery,
     quarantined_until,
     strategy_stats,
     update_recovery,
@@ -112,11 +113,19 @@ class RecoveryManager:
         """Try the usable rungs in order until one fixes the issue (the seed's API).
 
         ``reuse_recovery_id`` is a row already created for this recovery (planned, or
-        approved by an operator): the first attempt is recorded in it.
+        approved by an operator): the first attempt is recorded in it, and the strategy
+        it names goes first. The ladder is ordered again here, and a strategy that places
+        itself by live evidence may move between planning and execution; what an operator
+        approved (or the audit trail announced) is what runs, the rest is escalation.
         """
         result = RecoveryResult(False, None)
         reuse = reuse_recovery_id
-        for index, rung in enumerate(self.ladder(issue)):
+        rungs = self.ladder(issue)
+        if reuse_recovery_id is not None:
+            planned = get_recovery(self.ctx.engine, reuse_recovery_id)
+            first = planned.get("strategy") if planned else None
+            rungs.sort(key=lambda r: r.strategy.name != first)  # stable: the rest keep order
+        for index, rung in enumerate(rungs):
             if rung.skip_reason is not None:
                 result.attempts.append(
                     {"strategy": rung.strategy.name, "skipped": rung.skip_reason}
