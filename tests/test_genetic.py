@@ -324,3 +324,32 @@ def test_workload_shift_is_healed_by_the_search_not_by_restart_or_the_rules(
             assert all(lo <= h["values"][k] <= hi for h in details["history"])
     finally:
         platform.stop()
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_each_trial_is_a_task_run_of_its_own_without_the_issues_tags() -> None:
+    """The UI shows the search trial by trial; the trials carry no tags (their flow run
+    carries the issue's), so starting one costs no concurrency-slot round trip."""
+    from prefect import flow, tags
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+    from prefect.context import get_run_context
+
+    from flows.recover import run_trial
+
+    @flow(name="trials")
+    def trials() -> str:
+        for n in (1, 2):
+            assert run_trial(f"genetic-trial-{n}", lambda n=n: n) == n
+        return str(get_run_context().flow_run.id)  # type: ignore[union-attr]
+
+    with tags("issue-7", "in-process"):
+        run_id = trials()
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id]))
+        )
+        flow_run = client.read_flow_run(runs[0].flow_run_id)  # type: ignore[arg-type]
+    assert sorted(r.name for r in runs) == ["genetic-trial-1", "genetic-trial-2"]
+    assert all(r.tags == [] for r in runs)
+    assert {"issue-7", "in-process"} <= set(flow_run.tags)
