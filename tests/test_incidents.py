@@ -169,6 +169,30 @@ def test_a_low_wobble_on_a_dependency_does_not_swallow_a_critical_dependant(
     assert wobble["anomaly_count"] == 2
 
 
+def test_a_dependants_errors_join_the_dependencys_milder_error_incident(engine: Engine) -> None:
+    """Seen in the demo's failing dependency without correlated logs: the repository's
+    error rate rose (high) and the proof engine's, which counts every failed call, rose
+    more (critical). Errors travel along calls: one incident, named after the repository,
+    so that the breaker (not a restart of the proof engine) is what gets planned."""
+    deps = {"proof_engine": ["theorem_repository"], "theorem_repository": []}
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    batch = [
+        anomaly(t0, "theorem_repository", "metric", "errors_total:rate", "high"),
+        anomaly(
+            t0 + timedelta(seconds=3), "proof_engine", "metric", "errors_total:rate", "critical"
+        ),
+        # A resource symptom of the dependant is its own business, errors or not.
+        anomaly(t0 + timedelta(seconds=4), "proof_engine", "metric", "memory_bytes", "critical"),
+    ]
+    persist_detection(engine, batch, {}, t0 + timedelta(seconds=5), POLICY, deps)
+    df = issues_frame(engine).set_index("signature")
+    assert sorted(df.index) == ["errors_total:rate", "memory_bytes"]
+    errors = df.loc["errors_total:rate"]
+    assert (errors["component"], errors["severity"]) == ("theorem_repository", "critical")
+    assert errors["anomaly_count"] == 2
+    assert df.loc["memory_bytes"]["component"] == "proof_engine"
+
+
 def test_a_dependencys_low_wobble_does_not_take_over_a_dependants_critical_incident(
     engine: Engine,
 ) -> None:

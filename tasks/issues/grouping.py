@@ -215,34 +215,78 @@ def _related(component: str, issue: IssueRecord, deps: Mapping[str, Sequence[str
     return bool(mine & comps) or any(component in deps.get(c, ()) for c in comps)
 
 
-def _explains(issue: IssueRecord, component: str, kind: str, severity: Severity) -> bool:
+# Signals that travel along calls: a dependency that fails or slows makes its callers
+# fail or slow. Resource symptoms (memory, CPU, queue depth) stay where they arise.
+PROPAGATING_WORDS = ("error", "fail", "latency", "duration", "timeout")
+
+
+def _propagates(kind: str, signature: str) -> bool:
+    if kind in LOG_KINDS or kind == CORRELATION_KIND:
+        return True
+    sig = signature.lower()
+    return any(word in sig for word in PROPAGATING_WORDS)
+
+
+def _explained_by(
+    sources: Iterable[Mapping[str, Any]], component: str, kind: str, signature: str
+) -> bool:
+    """Whether a related component's symptoms (``sources``) are the likelier cause of this
+    symptom of ``component`` whatever their severities: log errors of both correlated in
+    time (the dependant failing its calls), or a failure that propagates along calls
+    (errors, latency) of at least medium severity seen with the same kind of failure here.
+    """
+    for s in sources:
+        if s.get("side_effect"):
+            continue
+        if s.get("root_kind") == CORRELATION_KIND and component in str(
+            s.get("signature", "")
+        ).split("+"):
+            return True
+        if (
+            Severity.parse(str(s["severity"])) >= Severity.MEDIUM
+            and _propagates(str(s["kind"]), str(s["signature"]))
+            and _propagates(kind, signature)
+        ):
+            return True
+    return False
+
+
+def _explains(
+    issue: IssueRecord, component: str, kind: str, signature: str, severity: Severity
+) -> bool:
     """Whether another component's incident may absorb this symptom as its consequence.
 
     As in Alertmanager's inhibition rules (a critical source inhibits a warning target),
-    a related component's incident explains a symptom only when it is at least as severe,
-    or when one side is a down stretch. A low wobble on a dependency must not swallow a
+    a related component's incident explains a symptom when it is at least as severe, or
+    when one side is a down stretch. A low wobble on a dependency must not swallow a
     critical symptom of its dependant (a memory leak would then be treated as the
     dependency's problem and never restarted). Symptoms of the incident's own (root)
     component always join; a dependant's do not just because a milder one of it did.
 
-    The exception is evidence of a common cause: when the incident lists log errors of
-    this component correlated in time with the dependency's (the dependant failing its
-    calls), the dependant's other symptoms are that failure seen through its metrics,
-    whatever their severity. Restarting the dependant would not help; the incident's
-    remedy, on the dependency, does.
+    A milder incident still explains what it causes (``_explained_by``): errors or
+    latency of a dependency show up as errors or latency of its callers, often worse
+    (the caller's error rate counts every failed call). Restarting the dependant would
+    not help; the incident's remedy, on the dependency, does.
     """
     if component == issue.component:
         return True
     if kind == DOWN_KIND or issue.kind == DOWN_KIND:
         return True
-    if any(
-        s.get("root_kind") == CORRELATION_KIND
-        and not s.get("side_effect")
-        and component in str(s.get("signature", "")).split("+")
+    # The severity of what the other components show: the dependant's own symptoms that
+    # already joined (and raised the incident's severity) explain nothing about it.
+    others = [
+        s
         for s in _symptoms(issue).values()
-    ):
+        if s.get("component") != component and not s.get("side_effect")
+    ]
+    own = (
+        max(Severity.parse(str(s["severity"])) for s in others)
+        if others
+        else Severity.parse(issue.severity)
+    )
+    if own >= severity:
         return True
-    return Severity.parse(issue.severity) >= severity
+    return _explained_by(others, component, kind, signature)
 
 
 def _choose_root(issue: IssueRecord, deps: Mapping[str, Sequence[str]]) -> None:
@@ -259,15 +303,16 @@ def _choose_root(issue: IssueRecord, deps: Mapping[str, Sequence[str]]) -> None:
         comps = list(dict.fromkeys(str(s["component"]) for s in symptoms))
         top = _upstream(comps, deps) if len(comps) > 1 else comps[0]
         worst = max(Severity.parse(str(s["severity"])) for s in symptoms)
-        if max(
-            Severity.parse(str(s["severity"])) for s in symptoms if s["component"] == top
-        ) < worst and not any(s.get("root_kind") == CORRELATION_KIND for s in symptoms):
-            # The dependency only wobbled (a low symptom that joined a dependant's critical
-            # incident): it does not explain the dependant's failure, so the incident
-            # stays the dependant's (the same inhibition rule as ``_explains``).
-            top = next(
-                str(s["component"]) for s in symptoms if Severity.parse(str(s["severity"])) == worst
-            )
+        mine = [s for s in symptoms if s["component"] == top]
+        if max(Severity.parse(str(s["severity"])) for s in mine) < worst:
+            gravest = next(s for s in symptoms if Severity.parse(str(s["severity"])) == worst)
+            if not _explained_by(
+                mine, str(gravest["component"]), str(gravest["kind"]), str(gravest["signature"])
+            ):
+                # The dependency only wobbled (a low symptom that joined a dependant's
+                # critical incident): it does not explain the dependant's failure, so the
+                # incident stays the dependant's (the rule of ``_explains``).
+                top = str(gravest["component"])
         root = next(s for s in symptoms if s["component"] == top)
     kind, comp, sig = str(root["kind"]), str(root["component"]), str(root["signature"])
     if root.get("root_kind"):
@@ -412,7 +457,7 @@ def group(
                 if i.status in ("open", "recovering", "silenced")
                 and i.id not in fixed
                 and _related(a.component, i, deps)
-                and _explains(i, a.component, a.kind, sev)
+                and _explains(i, a.component, a.kind, a.signature, sev)
                 and (
                     (i.kind == DOWN_KIND and i.status != "silenced")
                     or abs(ts - i.last_seen) <= window
