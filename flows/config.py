@@ -456,6 +456,9 @@ class RecoveryConfig(StrictModel):
     cooldown: float = Field(120.0, ge=0, le=86400)
     # Issues below this severity are recorded and shown but get no recovery.
     min_severity: SeverityName = "low"
+    # Issues below this severity are acted on only once they fired in more than one
+    # sample (a Prometheus alerting rule's ``for``): a one-sample blip starts nothing.
+    confirm_below: SeverityName = "low"
 
 
 class SelfHealConfig(StrictModel):

@@ -105,6 +105,7 @@ def plan_recoveries_task(rt: Runtime, now: datetime) -> CyclePlan:
         cooldown_s=cfg.recovery.cooldown,
         quarantine_s=cfg.quarantine_period,
         min_severity=cfg.recovery.min_severity,
+        confirm_below=cfg.recovery.confirm_below,
         recheck_after_s=recheck_after(cfg),
     )
 

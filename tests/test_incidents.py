@@ -626,3 +626,63 @@ def test_recorded_successes_for_the_same_incident_are_evidence(
     launched = [p for p in plan.planned if p.action == "launch"]
     assert len(launched) == 1 and launched[0].issue.signature == "queue_depth"
     assert "restarts fixed 3 of 3 incidents like this one" in launched[0].proposal
+
+
+def test_a_one_sample_blip_below_confirm_below_starts_nothing(engine: Engine) -> None:
+    """``recovery.confirm_below`` is a Prometheus ``for``: a medium incident seen in one
+    sample is not acted on; seen again, it is; a high one is acted on at once."""
+    policy = replace(POLICY, group_wait=0)
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(seconds=20)
+    ctx = RecoveryContext(
+        engine, {"cache": ComponentSpec("cache", restart=CommandSpec(("true",), timeout=5))}
+    )
+
+    def planned(at: datetime, confirm_below: str = "high") -> list[int | None]:
+        return [
+            p.issue.id
+            for p in plan_cycle(
+                engine,
+                RecoveryManager(default_strategies(), ctx),
+                "learning",
+                at,
+                max_concurrent=3,
+                approval_timeout_s=600,
+                cooldown_s=0,
+                quarantine_s=600,
+                confirm_below=confirm_below,
+            ).planned
+        ]
+
+    blip = anomaly(t0, "cache", "metric", "latency:mean", "medium")
+    loud = anomaly(t0, "queue", "metric", "latency:mean", "high")
+    persist_detection(engine, [blip, loud], {}, t0, policy, {})
+    ids = issues_frame(engine).set_index("component")["id"]
+    first = planned(now)
+    assert int(ids["queue"]) in first  # high: at once
+    assert int(ids["cache"]) not in first  # medium, one sample: not yet
+    again = anomaly(t0 + timedelta(seconds=3), "cache", "metric", "latency:mean", "medium")
+    persist_detection(engine, [again], {}, t0 + timedelta(seconds=3), policy, {})
+    assert int(ids["cache"]) in planned(now)  # fired twice
+
+
+def test_confirm_below_defaults_to_acting_at_once(engine: Engine) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    t0 = now - timedelta(seconds=20)
+    persist_detection(
+        engine, [anomaly(t0, "cache", "metric", "latency:mean", "medium")], {}, t0, POLICY, {}
+    )
+    ctx = RecoveryContext(
+        engine, {"cache": ComponentSpec("cache", restart=CommandSpec(("true",), timeout=5))}
+    )
+    plan = plan_cycle(
+        engine,
+        RecoveryManager(default_strategies(), ctx),
+        "learning",
+        now + timedelta(seconds=POLICY.group_wait),
+        max_concurrent=3,
+        approval_timeout_s=600,
+        cooldown_s=0,
+        quarantine_s=600,
+    )
+    assert len(plan.planned) == 1

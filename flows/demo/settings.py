@@ -96,6 +96,9 @@ def demo_config(
             "max_inline_backoff": 10,
             "cooldown": 20,
             "min_severity": "medium",
+            # Below high, act once an issue fired twice: the demo's processes share two
+            # cores, and one slow sample of a neighbour is not a fault.
+            "confirm_below": "high",
             "backoff": {"base": 1, "cap": 4, "reset_after": 60, "max_restarts": 2, "window": 120},
             "breaker": {"wait_in_open": 20, "minimum_calls": 2, "permitted_in_half_open": 2},
         },

@@ -67,6 +67,14 @@ class CyclePlan:
         return [p for p in self.planned if p.action == action]
 
 
+def _confirmed(issue: IssueRecord) -> bool:
+    """Fired in more than one sample, or down. Seen in the demo: a neighbour's restart
+    starved the CPU for a second, one latency sample rose (medium), and a parameter search
+    began on a healthy component, hiding the memory leak injected next as its side
+    effect."""
+    return issue.kind == "down" or issue.last_seen > issue.first_seen or issue.anomaly_count > 1
+
+
 def candidates(
     engine: Engine, now: datetime, cooldown_s: float, recheck_after_s: float = float("inf")
 ) -> list[IssueRecord]:
@@ -147,14 +155,19 @@ def plan_cycle(
     quarantine_s: float,
     min_severity: str = "low",
     recheck_after_s: float = float("inf"),
+    confirm_below: str = "low",
 ) -> CyclePlan:
     """Decide and record this cycle's recoveries (rows and approvals); launching is the
-    caller's job."""
+    caller's job. Issues below ``confirm_below`` wait until they fired in more than one
+    sample (``_confirmed``)."""
     plan = CyclePlan()
     slots = max_concurrent - running_count(engine)
     floor = Severity.parse(min_severity)
+    confirm = Severity.parse(confirm_below)
     for issue in candidates(engine, now, cooldown_s, recheck_after_s):
         if Severity.parse(issue.severity) < floor:
+            continue
+        if Severity.parse(issue.severity) < confirm and not _confirmed(issue):
             continue
         info = IssueInfo.from_record(issue)
         rungs, proposal = manager.proposal(info)
