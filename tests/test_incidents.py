@@ -80,6 +80,24 @@ def anomaly(
     )
 
 
+def _learning_plan(
+    engine: Engine, ctx: RecoveryContext, at: datetime, **options: Any
+) -> list[int | None]:
+    """Issue ids a learning-mode cycle at ``at`` plans (decides and records, acts on none)."""
+    plan = plan_cycle(
+        engine,
+        RecoveryManager(default_strategies(), ctx),
+        "learning",
+        at,
+        max_concurrent=3,
+        approval_timeout_s=600,
+        cooldown_s=0,
+        quarantine_s=600,
+        **options,
+    )
+    return [p.issue.id for p in plan.planned]
+
+
 def test_eighteen_metric_anomalies_on_one_component_are_one_incident(engine: Engine) -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     batch = [
@@ -346,18 +364,7 @@ def test_after_a_fix_a_new_fault_is_a_new_incident_and_a_lasting_symptom_acts_ag
     )
 
     def plan(at: datetime) -> list[int | None]:
-        planned = plan_cycle(
-            engine,
-            RecoveryManager(default_strategies(), ctx),
-            "learning",
-            at,
-            max_concurrent=3,
-            approval_timeout_s=600,
-            cooldown_s=0,
-            quarantine_s=600,
-            recheck_after_s=45,
-        ).planned
-        return [p.issue.id for p in planned]
+        return _learning_plan(engine, ctx, at, recheck_after_s=45)
 
     # Healed and quiet since: nothing to do while it waits for its quiet period.
     assert plan(t0 + timedelta(seconds=20)) == []
@@ -638,21 +645,8 @@ def test_a_one_sample_blip_below_confirm_below_starts_nothing(engine: Engine) ->
         engine, {"cache": ComponentSpec("cache", restart=CommandSpec(("true",), timeout=5))}
     )
 
-    def planned(at: datetime, confirm_below: str = "high") -> list[int | None]:
-        return [
-            p.issue.id
-            for p in plan_cycle(
-                engine,
-                RecoveryManager(default_strategies(), ctx),
-                "learning",
-                at,
-                max_concurrent=3,
-                approval_timeout_s=600,
-                cooldown_s=0,
-                quarantine_s=600,
-                confirm_below=confirm_below,
-            ).planned
-        ]
+    def planned(at: datetime) -> list[int | None]:
+        return _learning_plan(engine, ctx, at, confirm_below="high")
 
     blip = anomaly(t0, "cache", "metric", "latency:mean", "medium")
     loud = anomaly(t0, "queue", "metric", "latency:mean", "high")
@@ -675,14 +669,4 @@ def test_confirm_below_defaults_to_acting_at_once(engine: Engine) -> None:
     ctx = RecoveryContext(
         engine, {"cache": ComponentSpec("cache", restart=CommandSpec(("true",), timeout=5))}
     )
-    plan = plan_cycle(
-        engine,
-        RecoveryManager(default_strategies(), ctx),
-        "learning",
-        now + timedelta(seconds=POLICY.group_wait),
-        max_concurrent=3,
-        approval_timeout_s=600,
-        cooldown_s=0,
-        quarantine_s=600,
-    )
-    assert len(plan.planned) == 1
+    assert len(_learning_plan(engine, ctx, now + timedelta(seconds=POLICY.group_wait))) == 1
