@@ -129,6 +129,27 @@ def test_the_time_budget_stops_the_search(engine: Engine, toy: tuple[str, Path])
     assert len([a for a in trial_actions(engine) if a["kind"] == "trial"]) == 2
 
 
+def test_a_score_gauge_is_read_once_without_waiting_out_the_measure_window(
+    toy: tuple[str, Path],
+) -> None:
+    from tasks.recovery.health import measure
+
+    url, cfg = toy
+    waits: list[float] = []
+    gauge = measure(spec(url, cfg).health, 30.0, "toy", sleep=waits.append)
+    assert waits == []  # the gauge is the component's own judgement: no 30 s window
+    assert gauge.detail.startswith("toy_health_score")
+    assert gauge.score == pytest.approx(1 / (1 + (3 / 2) ** 2 + (7 / 2) ** 2), rel=1e-6)
+    # Without a gauge, health is derived from counters over the window: it is waited out.
+    counters = measure(
+        HealthSpec(url=f"{url}/health", metrics_url=f"{url}/metrics"),
+        0.2,
+        "toy",
+        sleep=waits.append,
+    )
+    assert waits == [0.2] and counters.detail
+
+
 def _store_scores(engine: Engine, component: str, metric: str, end: datetime) -> None:
     """A pre-incident history of the score gauge: about 0.9 for the last 10 minutes."""
     rng = random.Random(0)

@@ -126,7 +126,11 @@ def measure(
     component: str = "",
     sleep: Callable[[float], None] = time.sleep,
 ) -> HealthMeasure:
-    """Measure health over ``duration`` seconds (0 when the component does not answer)."""
+    """Measure health over ``duration`` seconds (0 when the component does not answer).
+
+    A component that reports its own score gauge (``score_metric``) is read once, at once:
+    the gauge is already the component's own judgement, a second read ``duration`` later
+    would not average it, only make every trial of a search wait longer."""
     if not check_health(spec, component).ok:
         return HealthMeasure(0.0, detail="health check failed")
     if not spec.metrics_url:
@@ -135,10 +139,13 @@ def measure(
         first = parse_exposition(
             _scrape(spec.metrics_url, spec.timeout), component, 0, IngestReport("m")
         )
-        sleep(duration)
-        second = parse_exposition(
-            _scrape(spec.metrics_url, spec.timeout), component, 0, IngestReport("m")
-        )
+        if spec.score_metric:
+            second = first
+        else:
+            sleep(duration)
+            second = parse_exposition(
+                _scrape(spec.metrics_url, spec.timeout), component, 0, IngestReport("m")
+            )
     except httpx.HTTPError as exc:
         return HealthMeasure(0.0, detail=f"metrics unreachable: {type(exc).__name__}")
     if spec.score_metric:
