@@ -109,7 +109,7 @@ def write_config(path: Path, platform: Platform, db: Path, **extra: Any) -> Path
 
 class Serve:
     def __init__(self, home: Path, api_url: str, config: Path, cycle: bool = True) -> None:
-        self.log = home / f"serve-{time.time():.0f}.log"
+        self.log = home / f"serve-{time.time_ns()}.log"  # one file per serve
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("SELFHEAL_")},
             "PREFECT_API_URL": api_url,
@@ -300,8 +300,29 @@ def _ask(cfg: Path, platform: Platform) -> tuple[str, str]:
     return run_id, approval_id
 
 
+def _why_no_restart(cfg: Path, approval_id: str, serve_log: Path | None) -> str:
+    """What the database and the serve log say, for a restart that never started."""
+    from storage.approvals import get_approval
+    from storage.engine import make_engine
+    from storage.recoveries import recoveries_frame
+
+    engine = make_engine(json.loads(cfg.read_text())["database_url"])
+    try:
+        approval = get_approval(engine, approval_id)
+        recoveries = recoveries_frame(engine).to_string(max_colwidth=60)
+    finally:
+        engine.dispose()
+    log = serve_log.read_text(errors="replace")[-4000:] if serve_log else "(no serve log)"
+    return f"approval: {approval}\nrecoveries:\n{recoveries}\nserve log ({serve_log}):\n{log}"
+
+
 def _approve_and_time(
-    home: Path, api: str, cfg: Path, approval_id: str, stamps: Path
+    home: Path,
+    api: str,
+    cfg: Path,
+    approval_id: str,
+    stamps: Path,
+    serve_log: Path | None = None,
 ) -> tuple[float, float]:
     """(decision recorded → restart command started, ``selfheal approve`` returned → started)."""
     before = stamps.read_text().count("\n") if stamps.exists() else 0
@@ -329,7 +350,10 @@ def _approve_and_time(
             started = float(lines[before])
             break
         if time.monotonic() > deadline:
-            raise RuntimeError("the restart command never started after the approval")
+            raise RuntimeError(
+                "the restart command never started after the approval\n"
+                + _why_no_restart(cfg, approval_id, serve_log)
+            )
         time.sleep(0.05)
     from storage.approvals import get_approval
     from storage.engine import make_engine
@@ -356,7 +380,9 @@ def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> 
             serve = Serve(home, api, cfg, cycle=False)
             try:
                 _, approval_id = _ask(cfg, platform)
-                decided, returned = _approve_and_time(home, api, cfg, approval_id, stamps)
+                decided, returned = _approve_and_time(
+                    home, api, cfg, approval_id, stamps, serve.log
+                )
                 times.append(decided)
                 after_return.append(returned)
             finally:
@@ -373,7 +399,7 @@ def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> 
         serve = Serve(home, api, cfg, cycle=False)  # restarted while the approval waits
         try:
             out["approval.to_action_after_restart_s"] = round(
-                _approve_and_time(home, api, cfg, approval_id, stamps)[0], 2
+                _approve_and_time(home, api, cfg, approval_id, stamps, serve.log)[0], 2
             )
         finally:
             serve.stop()
