@@ -316,6 +316,23 @@ def _why_no_restart(cfg: Path, approval_id: str, serve_log: Path | None) -> str:
     return f"approval: {approval}\nrecoveries:\n{recoveries}\nserve log ({serve_log}):\n{log}"
 
 
+def _wait_finished(cfg: Path, timeout: float = 90) -> None:
+    """Until every recovery of this database has an outcome (the serve is stopped after)."""
+    from storage.engine import make_engine
+    from storage.recoveries import recoveries_frame
+
+    engine = make_engine(json.loads(cfg.read_text())["database_url"])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            finished = recoveries_frame(engine)["finished_at"]
+            if len(finished) and finished.notna().all():
+                return
+            time.sleep(0.3)
+    finally:
+        engine.dispose()
+
+
 def _approve_and_time(
     home: Path,
     api: str,
@@ -385,6 +402,7 @@ def measure_approvals(home: Path, api: str, platform: Platform, repeat: int) -> 
                 )
                 times.append(decided)
                 after_return.append(returned)
+                _wait_finished(cfg)
             finally:
                 serve.stop()
         out["approval.to_action_p50_s"] = round(statistics.median(times), 2)

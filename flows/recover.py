@@ -46,6 +46,14 @@ from tasks.recovery.manager import RecoveryManager
 from tasks.recovery.registry import default_strategies
 
 RECOVERY_LIMIT = "selfheal-recoveries"
+# The slot is a lease the holder renews every 3/4 of it: a holder killed mid-recovery (a
+# SIGKILLed serve) frees its slot within this plus the server's 15 s sweep, not 5 minutes.
+RECOVERY_LEASE_S = 60.0
+# Where a long-lived caller (selfheal serve's executor) collects the leases its recoveries
+# hold, to give them back when it stops; None elsewhere.
+HELD_LEASES: contextvars.ContextVar[set[Any] | None] = contextvars.ContextVar(
+    "selfheal_held_leases", default=None
+)
 
 
 class RecoveryFailed(RuntimeError):
@@ -391,6 +399,29 @@ def complete_waiting_run(approval: dict[str, Any], by_run: str) -> None:
         get_run_logger().warning("could not complete waiting run %s: %s", run_id, exc)
 
 
+def _current_leases() -> set[Any]:
+    """The concurrency leases the current run holds (Prefect records each one at once)."""
+    from prefect.concurrency.context import ConcurrencyContext
+
+    ctx = ConcurrencyContext.get()
+    return set(ctx.cleanup_lease_ids) if ctx is not None else set()
+
+
+def release_leases(lease_ids: set[Any]) -> int:
+    """Give back leases whose holder is stopping; returns how many were released."""
+    from prefect.client.orchestration import get_client
+
+    released = 0
+    with get_client(sync_client=True) as client:
+        for lease_id in list(lease_ids):
+            try:
+                client.release_concurrency_slots_with_lease(lease_id=lease_id)
+                released += 1
+            except Exception:  # noqa: BLE001 - already expired or released: nothing held
+                pass
+    return released
+
+
 def execute_recovery(
     rt: Runtime,
     issue: IssueInfo,
@@ -408,13 +439,29 @@ def execute_recovery(
             strategy.step_runner = run_trial
     manager = RecoveryManager(strategies, ctx)
     run = _flow_run()
-    with concurrency(RECOVERY_LIMIT, occupy=1, strict=True):
-        if on_slot is not None:
-            on_slot()
-        with rt.engine.begin() as conn:
-            if issue.id is not None:
-                set_issue_status(conn, issue.id, "recovering")
-        result = manager.apply_recovery(issue, mode, str(run.id), reuse_recovery_id=recovery_id)
+    held = HELD_LEASES.get()
+    # A missed renewal (a stalled Prefect server) must not kill an action half done: the
+    # limit is briefly over-committed instead.
+    with concurrency(
+        RECOVERY_LIMIT,
+        occupy=1,
+        strict=True,
+        lease_duration=RECOVERY_LEASE_S,
+        raise_on_lease_renewal_failure=False,
+    ):
+        leases = _current_leases()
+        if held is not None:
+            held.update(leases)
+        try:
+            if on_slot is not None:
+                on_slot()
+            with rt.engine.begin() as conn:
+                if issue.id is not None:
+                    set_issue_status(conn, issue.id, "recovering")
+            result = manager.apply_recovery(issue, mode, str(run.id), reuse_recovery_id=recovery_id)
+        finally:
+            if held is not None:
+                held.difference_update(leases)
     with rt.engine.begin() as conn:
         if issue.id is not None:
             audit(

@@ -332,6 +332,9 @@ class RecoveryExecutor:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self.workers = max(1, workers)
+        # Leases of the recovery limit that in-process recoveries hold now: given back
+        # when serve stops, so a restart of serve does not cost slots until they expire.
+        self.held_leases: set[Any] = set()
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -429,7 +432,7 @@ class RecoveryExecutor:
         from prefect import tags
 
         from flows.launch import run_tags
-        from flows.recover import recover
+        from flows.recover import HELD_LEASES, recover
 
         # Built once: Flow.with_options re-inspects the function (tens of ms per run).
         flow = recover.with_options(flow_run_name=_recover_run_name)
@@ -445,10 +448,14 @@ class RecoveryExecutor:
                         log.warning("recovery %s has no issue: skipped", rid)
                         continue
                     _RUN_NAME.set(f"recover-issue-{issue_id}-{comp or 'answer'}")
-                    with tags(*run_tags(issue_id, comp or "unknown", approval), "in-process"):
-                        state: Any = flow(
-                            issue_id, rid, approval, self.config_path, return_state=True
-                        )
+                    token = HELD_LEASES.set(self.held_leases)
+                    try:
+                        with tags(*run_tags(issue_id, comp or "unknown", approval), "in-process"):
+                            state: Any = flow(
+                                issue_id, rid, approval, self.config_path, return_state=True
+                            )
+                    finally:
+                        HELD_LEASES.reset(token)
                     if state.is_failed() or state.is_crashed():
                         log.warning(
                             "recovery %s of issue #%s ended %s: %s",
@@ -470,6 +477,13 @@ class RecoveryExecutor:
 
         with self._lock:
             ids = sorted(self.in_flight)
+        if self.held_leases:
+            from flows.recover import release_leases
+
+            try:
+                release_leases(set(self.held_leases))
+            except Exception as exc:  # noqa: BLE001 - the server may be gone: they expire
+                log.warning("could not give back recovery slots: %s", exc)
         if not ids:
             return []
         runs = []

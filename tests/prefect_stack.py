@@ -121,5 +121,11 @@ class PrefectStack:
             run = client.read_flow_run(UUID(run_id))
         return run.state.name if run.state else None
 
+    def slots_in_use(self, limit: str) -> int:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            return int(client.read_global_concurrency_limit_by_name(limit).active_slots)
+
     def serve_log(self) -> str:
         return (self.home / "serve.log").read_text(errors="replace")

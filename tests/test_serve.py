@@ -260,6 +260,11 @@ def test_recovery_in_flight_at_sigterm_is_interrupted_then_resumed(
         assert rec["status"].tolist() == ["interrupted"], rec[["status", "error"]]
         run_id = rec["flow_run_id"].iloc[0]
         assert stack.run_state(run_id) == "Cancelled"  # not left Running in the UI
+        # Its slot of the recovery limit is given back, not held until the lease expires
+        # (a restarted serve would otherwise start with a slot fewer).
+        from flows.recover import RECOVERY_LIMIT
+
+        assert stack.slots_in_use(RECOVERY_LIMIT) == 0
         stack.start_serve(config)  # the next start resumes it
         wait_until(
             lambda: recoveries_frame(engine)["status"].tolist() == ["succeeded"],
