@@ -48,10 +48,11 @@ from optuna.distributions import BaseDistribution
 from flows.demo.platform import surface
 from tasks.recovery.base import ComponentSpec, ParameterSpec, ReconfigureSpec
 from tasks.recovery.genetic import (
+    STOP_SPREADS,
     SearchResult,
     distributions,
     make_sampler,
-    range_floor,
+    range_and_spread,
     run_search,
     study_name,
 )
@@ -144,14 +145,15 @@ def regret(trace: list[tuple[float, float]], budget: int) -> float:
     return surface.best_score(MIX) - kept
 
 
-def pre_incident_floor(rng: random.Random, n: int = 120) -> float:
-    """As the strategy computes it, from gauge samples of the defaults in the normal mix."""
+def pre_incident_range(rng: random.Random, n: int = 120) -> tuple[float, float]:
+    """(floor, spread) as the strategy computes them, from gauge samples of the defaults
+    in the normal mix."""
     v = np.array([surface.noisy_score(surface.DEFAULTS, "normal", rng) for _ in range(n)])
-    return range_floor(v)
+    return range_and_spread(v)
 
 
 def incident(
-    storage: str, comp: ComponentSpec, seed: int, rng: random.Random, target: float
+    storage: str, comp: ComponentSpec, seed: int, rng: random.Random, target: tuple[float, float]
 ) -> tuple[int, bool]:
     """One search of the production loop on the surface; (trials, reached the range)."""
     sampler, _ = make_sampler(len(comp.parameters), 1, seed)
@@ -163,7 +165,10 @@ def incident(
         load_if_exists=True,
     )
     start = surface.noisy_score(surface.DEFAULTS, MIX, rng)
-    result = search_surface(study, comp, rng, start, target, INCIDENT_BUDGET)
+    floor, spread = target
+    result = search_surface(
+        study, comp, rng, start, floor, INCIDENT_BUDGET, stop_margin=STOP_SPREADS * spread
+    )
     return len(result.trials), result.stop_reason.startswith("score back")
 
 
@@ -175,6 +180,7 @@ def search_surface(
     target: float | None,
     max_trials: int,
     events: list[tuple[str, int, dict[str, float]]] | None = None,
+    stop_margin: float = 0.0,
 ) -> SearchResult:
     """The production search loop (``run_search``) against the response surface under
     ``MIX``, from the defaults; each trial and rollback is appended to ``events`` if given."""
@@ -202,6 +208,7 @@ def search_surface(
         target=target,
         max_trials=max_trials,
         confirm=lambda: HealthMeasure(surface.noisy_score(state["values"], MIX, rng)),
+        stop_margin=stop_margin,
     )
 
 
@@ -212,7 +219,7 @@ def learning(seeds: int) -> dict[str, float]:
         for seed in range(seeds):
             storage = f"sqlite:///{Path(tmp) / f'study-{seed}.db'}"
             rng = random.Random(seed)
-            target = pre_incident_floor(rng)
+            target = pre_incident_range(rng)
             n1, r1 = incident(storage, comp, seed, rng, target)
             # Healed; later the mix goes back, the defaults are restored, and it shifts again.
             n2, r2 = incident(storage, comp, seed + 10_000, rng, target)

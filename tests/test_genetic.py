@@ -129,6 +129,54 @@ def test_the_time_budget_stops_the_search(engine: Engine, toy: tuple[str, Path])
     assert len([a for a in trial_actions(engine) if a["kind"] == "trial"]) == 2
 
 
+def test_a_trial_that_only_just_reaches_the_range_does_not_end_the_search() -> None:
+    """Hysteresis: the search stops half a noise spread inside the pre-incident range (on
+    the mean of the trial's two readings); the validation judges at the range's edge."""
+    from tasks.recovery.genetic import run_search
+    from tasks.recovery.health import HealthMeasure
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # Target 0.903, margin 0.005: trial 1 (0.905) is not even confirmed; trial 2 (0.909)
+    # is, but the mean with its confirmation (0.905) is 0.907; trial 3 ends the search.
+    readings = iter([0.905, 0.909, 0.905, 0.92, 0.915])
+    result = run_search(
+        optuna.create_study(direction="maximize"),
+        {"x": optuna.distributions.FloatDistribution(-10, 10)},
+        lambda v: v,
+        lambda n, v: HealthMeasure(next(readings)),
+        lambda n, score: None,
+        start_values={"x": 0.0},
+        start_score=0.7,
+        target=0.903,
+        max_trials=10,
+        confirm=lambda: HealthMeasure(next(readings)),
+        stop_margin=0.005,
+    )
+    assert [t.score for t in result.trials] == [0.905, 0.909, 0.92]
+    assert [t.confirmed for t in result.trials] == [None, 0.905, 0.915]
+    assert result.stop_reason == "score back in its pre-incident range"
+
+
+def test_validation_judges_a_noisy_gauge_on_the_stopping_trials_readings_too(
+    engine: Engine, toy: tuple[str, Path]
+) -> None:
+    from tasks.recovery.genetic import SearchResult, TrialRecord
+
+    url, cfg = toy
+    comp = spec(url, cfg)
+    ctx = context(engine, comp, trials=5)
+    live = 1 / (1 + (3 / 2) ** 2 + (7 / 2) ** 2)  # the toy's gauge at x=0, y=0
+    values = {"x": 0.0, "y": 0.0}
+    stopped = TrialRecord(3, values, round(live + 0.006, 4), confirmed=round(live + 0.006, 4))
+    result = SearchResult(values, 0.01, values, live + 0.006, live + 0.003, "score back")
+    result.trials = [stopped]
+    ok = GeneticStrategy().validate(ISSUE, comp, ctx, result)
+    assert ok.ok and "mean of 3 readings" in ok.detail
+    # Other settings in force than the stopping trial's: only the live reading counts.
+    result.best_values = {"x": 1.0, "y": 0.0}
+    assert not GeneticStrategy().validate(ISSUE, comp, ctx, result).ok
+
+
 def test_a_score_gauge_is_read_once_without_waiting_out_the_measure_window(
     toy: tuple[str, Path],
 ) -> None:

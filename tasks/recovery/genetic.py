@@ -62,6 +62,7 @@ STUDY_PREFIX = "selfheal-genetic-"
 WORSE_MARGIN = 0.05  # a trial this far below the starting score is rolled back at once
 FLOOR_SPREADS = 4.0  # the pre-incident range: median less this many robust spreads
 MIN_SPREAD = 0.005  # of the median: a flat history still has a range
+STOP_SPREADS = 0.5  # the search stops this many spreads inside the range
 BASELINE = timedelta(hours=1)
 T = TypeVar("T")
 
@@ -159,7 +160,17 @@ def best_known(study: optuna.Study) -> tuple[dict[str, float], float] | None:
 def pre_incident_floor(
     engine: Any, component: str, metric: str, first_seen: datetime
 ) -> float | None:
-    """The lower end of the score metric's usual range before the issue began.
+    """The lower end of the score metric's usual range before the issue began (see
+    ``pre_incident_range``)."""
+    found = pre_incident_range(engine, component, metric, first_seen)
+    return None if found is None else found[0]
+
+
+def pre_incident_range(
+    engine: Any, component: str, metric: str, first_seen: datetime
+) -> tuple[float, float] | None:
+    """(floor, spread): the lower end of the score metric's usual range before the issue
+    began, and the robust spread of its noise.
 
     Robust to the first minutes of the incident itself (the score often drops some
     samples before the issue is opened on another symptom, pulling the lower part of the
@@ -176,17 +187,22 @@ def pre_incident_floor(
     )
     if len(samples) < 5:
         return None
-    return range_floor(samples["value"].to_numpy(float))
+    return range_and_spread(samples["value"].to_numpy(float))
 
 
 def range_floor(values: np.ndarray) -> float:
     """``pre_incident_floor`` of these samples (see there)."""
+    return range_and_spread(values)[0]
+
+
+def range_and_spread(values: np.ndarray) -> tuple[float, float]:
+    """``pre_incident_range`` of these samples (see there)."""
     center = float(np.quantile(values, 0.75))
     upper = values[values >= np.median(values)]
     # For normal noise the median distance of the upper half from the 75th percentile
     # is 0.40 standard deviations.
     spread = max(float(np.median(np.abs(upper - center))) / 0.40, MIN_SPREAD * abs(center))
-    return center - FLOOR_SPREADS * spread
+    return center - FLOOR_SPREADS * spread, spread
 
 
 @dataclass
@@ -263,6 +279,7 @@ def run_search(
     step_runner: Callable[[str, Callable[[], Any]], Any] = _direct,
     on_trial: Callable[[TrialRecord], None] = _ignore,
     confirm: Callable[[], HealthMeasure] | None = None,
+    stop_margin: float = 0.0,
 ) -> SearchResult:
     """The search loop, apart from how values are applied and measured (``try_values``
     applies, settles and measures, or returns why it could not apply; ``roll_back``
@@ -271,8 +288,10 @@ def run_search(
     Trials are sequential; each is clipped to the bounds; one scoring more than
     ``worse_margin`` below ``start_score`` is rolled back before the next is asked for;
     the loop stops after ``max_trials``, when ``out_of_time()``, or when a trial reaches
-    ``target`` (the pre-incident range) and, with ``confirm``, a second measurement of it
-    does too (one lucky reading of a noisy score does not end the search). With
+    ``target`` (the pre-incident range) by ``stop_margin`` and, with ``confirm``, the mean
+    of it and a second measurement does too (one lucky reading of a noisy score does not
+    end the search; the margin keeps a trial that only just reached the range, which the
+    validation would fail as often as pass, from ending it). With
     ``warm_start`` the best configuration the study knows is tried first."""
     warm = best_known(study) if warm_start and not multi else None
     if warm is not None:
@@ -316,11 +335,11 @@ def run_search(
             and not multi
             and record.score is not None
             and not record.rolled_back
-            and record.score >= target
+            and record.score >= target + stop_margin
         ):
             if confirm is not None:
                 record.confirmed = round(confirm().score, 4)
-                if record.confirmed < target:
+                if (record.score + record.confirmed) / 2 < target + stop_margin:
                     continue
             result.stop_reason = "score back in its pre-incident range"
             break
@@ -425,10 +444,15 @@ class GeneticStrategy(RecoveryStrategy):
             if known
             else "from scratch (no earlier search of this kind)"
         )
+        measured = (
+            f"then its {comp.health.score_metric} read"
+            if comp.health.score_metric
+            else f"and measured {s.measure_time:g} s"
+        )
         action = (
             f"search {describe_bounds(comp)} of {comp.name} with {kind}, {start}: at most "
             f"{s.genetic_trials} trials or {self.budget_s(ctx):.0f} s, one at a time, each "
-            f"settled {s.settle_time:g} s and measured {s.measure_time:g} s; a trial scoring "
+            f"settled {s.settle_time:g} s {measured}; a trial scoring "
             f"more than {self.worse_margin:g} below the starting score is rolled back at "
             f"once; stops early when the score is back in its pre-incident range; then "
             f"keeps the best settings measured, or restores the starting ones if none did "
@@ -457,11 +481,12 @@ class GeneticStrategy(RecoveryStrategy):
         start_values = current_values(comp)
         start = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
         first_seen = issue.details.get("first_seen")
-        target = (
-            pre_incident_floor(ctx.engine, comp.name, comp.health.score_metric, first_seen)
+        found = (
+            pre_incident_range(ctx.engine, comp.name, comp.health.score_metric, first_seen)
             if comp.health.score_metric and isinstance(first_seen, datetime)
             else None
         )
+        target, spread = found if found is not None else (None, 0.0)
         study = open_study(comp, ctx, 2 if multi else 1, self.seed, issue.kind)
 
         def try_values(number: int, values: dict[str, float]) -> HealthMeasure | str:
@@ -498,6 +523,8 @@ class GeneticStrategy(RecoveryStrategy):
             step_runner=self.step_runner,
             on_trial=lambda record: self._audit(ctx, issue, record),
             confirm=lambda: measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep),
+            # Hysteresis: stop half a noise spread inside the range, validate at its edge.
+            stop_margin=STOP_SPREADS * spread,
         )
 
     def _audit(self, ctx: RecoveryContext, issue: IssueInfo, record: TrialRecord) -> None:
@@ -533,16 +560,29 @@ class GeneticStrategy(RecoveryStrategy):
         if not check.ok:
             return Validation(False, f"not healthy after {waited:.0f} s: {check.detail}", waited)
         m = measure(comp.health, s.measure_time, comp.name, sleep=ctx.sleep)
-        if m.score < result.target:
+        # The settings in force are those of the trial that ended the search: its two
+        # readings count too (a noisy gauge is judged on three readings, not the last).
+        reads = [m.score]
+        last = result.trials[-1] if result.trials else None
+        if (
+            last is not None
+            and last.score is not None
+            and last.confirmed is not None
+            and last.values == result.best_values
+        ):
+            reads += [last.score, last.confirmed]
+        score = sum(reads) / len(reads)
+        shown = f"{score:.3f}" + (f" (mean of {len(reads)} readings)" if len(reads) > 1 else "")
+        if score < result.target:
             return Validation(
                 False,
-                f"healthy; {comp.health.score_metric} = {m.score:.3f} below its pre-incident "
+                f"healthy; {comp.health.score_metric} = {shown} below its pre-incident "
                 f"range (from {result.target:.3f})",
                 waited,
             )
         return Validation(
             True,
-            f"healthy; {comp.health.score_metric} = {m.score:.3f} back in its pre-incident "
+            f"healthy; {comp.health.score_metric} = {shown} back in its pre-incident "
             f"range (from {result.target:.3f})",
             waited,
         )
