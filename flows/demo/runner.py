@@ -439,6 +439,10 @@ def run_demo(
         pending = list(script)
         next_at = time.monotonic() + WARMUP_S
         current: FaultRun | None = None
+        touched_at: dict[str, float] = {}  # component → when its last fault had its verdict
+        side_effect_window = max(
+            config["detection"]["action_grace"], config["detection"]["correlation_window"]
+        )
         served = False
         failed_cycles = 0
         # ``duration`` bounds the injecting; a fault already injected is still followed to
@@ -483,17 +487,17 @@ def run_demo(
                         + ("healed" if current.healed else "NOT healed in time")
                     )
                     next_at = time.monotonic() + SETTLE_S + rng.uniform(0, 1.5)
-                    touched = {current.spec.component, *current.spec.affects}
-                    if pending and pending[0].component in touched:
-                        # What shows on a component within the side-effect window of its
-                        # recovery is recorded as that recovery's side effect: a fault
-                        # injected there would be judged as one, so the next fault on
-                        # the same component waits the window out (a real gap, see
-                        # tasks.issues.grouping).
-                        det = config["detection"]
-                        window = max(det["action_grace"], det["correlation_window"])
-                        next_at = max(next_at, time.monotonic() + window + 1)
+                    for name in (current.spec.component, *current.spec.affects):
+                        touched_at[name] = time.monotonic()
             ready = current is None or current.done_at is not None
+            if ready and pending:
+                # What shows on a component within the side-effect window of its
+                # recovery is recorded as that recovery's side effect: a fault injected
+                # there would be judged as one, so a fault on a component recovered
+                # lately waits the window out (a real gap, see tasks.issues.grouping).
+                for name in (pending[0].component, *pending[0].affects):
+                    if name in touched_at:
+                        next_at = max(next_at, touched_at[name] + side_effect_window + 1)
             if ready and served and time.monotonic() >= next_at:
                 if not pending or time.monotonic() >= deadline:
                     if pending:

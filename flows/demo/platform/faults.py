@@ -56,6 +56,13 @@ SCRIPT: tuple[FaultSpec, ...] = (
         body={"type": "error_burst", "lines": 300},
     ),
     FaultSpec(
+        "bad_configuration",
+        "genetic_optimizer",
+        "reconfigure",
+        "its configuration is changed to pool_size 1, timeout 50 ms (restarts keep it)",
+        config_change={"pool_size": 1, "timeout_ms": 50},
+    ),
+    FaultSpec(
         "failing_dependency",
         "theorem_repository",
         "circuit_breaker",
@@ -64,13 +71,6 @@ SCRIPT: tuple[FaultSpec, ...] = (
         body={"type": "outage", "seconds": 60},
         affects=("proof_engine",),
         timeout_s=90.0,
-    ),
-    FaultSpec(
-        "bad_configuration",
-        "genetic_optimizer",
-        "reconfigure",
-        "its configuration is changed to pool_size 1, timeout 50 ms (restarts keep it)",
-        config_change={"pool_size": 1, "timeout_ms": 50},
     ),
     FaultSpec(
         "workload_shift",
