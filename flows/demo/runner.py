@@ -276,11 +276,21 @@ def report(state: DemoState) -> int:
         f"{len(verdicts) - len(unhealed)} healed"
         + (f", {not_run} not run (time ran out)" if not_run else "")
     )
-    floor = Severity.parse(json.loads(state.config_path.read_text())["recovery"]["min_severity"])
-    acted = [f for f in fps if Severity.parse(f["severity"]) >= floor]
+    recovery = json.loads(state.config_path.read_text())["recovery"]
+    floor = Severity.parse(recovery["min_severity"])
+    confirm = Severity.parse(recovery.get("confirm_below", "low"))
+    # As the planner decides: at or above min_severity, and below confirm_below only once
+    # it fired in more than one sample.
+    acted = [
+        f
+        for f in fps
+        if Severity.parse(f["severity"]) >= floor
+        and (Severity.parse(f["severity"]) >= confirm or f["confirmed"])
+    ]
     print(
-        f"false positives: {len(acted)} at or above {floor.label} (would be acted on), "
-        f"{len(fps) - len(acted)} below (informational only)"
+        f"false positives: {len(acted)} that would be acted on, "
+        f"{len(fps) - len(acted)} informational (below {floor.label}, or below "
+        f"{confirm.label} and seen in one sample only)"
         + "".join(f"\n    #{f['id']} {f['severity']} {f['title']}" for f in acted)
     )
     rate = status["auto_healing_rate"]

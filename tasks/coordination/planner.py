@@ -67,12 +67,16 @@ class CyclePlan:
         return [p for p in self.planned if p.action == action]
 
 
-def _confirmed(issue: IssueRecord) -> bool:
+def confirmed(kind: str, first_seen: datetime, last_seen: datetime, anomaly_count: int) -> bool:
     """Fired in more than one sample, or down. Seen in the demo: a neighbour's restart
     starved the CPU for a second, one latency sample rose (medium), and a parameter search
     began on a healthy component, hiding the memory leak injected next as its side
     effect."""
-    return issue.kind == "down" or issue.last_seen > issue.first_seen or issue.anomaly_count > 1
+    return kind == "down" or last_seen > first_seen or anomaly_count > 1
+
+
+def _confirmed(issue: IssueRecord) -> bool:
+    return confirmed(issue.kind, issue.first_seen, issue.last_seen, issue.anomaly_count)
 
 
 def candidates(

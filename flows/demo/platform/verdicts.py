@@ -22,6 +22,8 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.coordination.planner import confirmed
+
 
 @dataclass
 class FaultVerdict:
@@ -150,6 +152,12 @@ def false_positives(
                     "title": issue["title"],
                     "severity": issue["severity"],
                     "first_seen": min(times),
+                    "confirmed": confirmed(
+                        issue["kind"],
+                        issue["first_seen"],
+                        issue["last_seen"],
+                        int(issue["anomaly_count"]),
+                    ),
                 }
             )
     return out
