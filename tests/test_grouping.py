@@ -78,6 +78,13 @@ def test_group_wait_delays_action() -> None:
     assert should_notify(issue, T0 + timedelta(minutes=61), POLICY)
 
 
+def test_a_down_component_is_actionable_at_once() -> None:
+    """Its remedy does not depend on what else arrives: no group wait for a dead one."""
+    out = group([anomaly(T0, kind="down", signature="down", severity="critical")], [], T0, POLICY)
+    issue = next(iter(out.issues.values()))
+    assert issue.kind == "down" and issue.actionable_at == T0
+
+
 def test_flapping_series_does_not_open_and_resolve_repeatedly(engine: Engine) -> None:
     """Anomalous every other minute for an hour: one issue, open throughout."""
     now = T0

@@ -480,7 +480,11 @@ def group(
                 status="silenced" if silenced else "open",
                 first_seen=ts,
                 last_seen=ts,
-                actionable_at=max(ts, now) + timedelta(seconds=policy.group_wait),
+                # A dead component is restarted whatever else arrives (grouping does not
+                # change its remedy): no group wait, as Kubernetes restarts an exited
+                # container at once.
+                actionable_at=max(ts, now)
+                + timedelta(seconds=0 if a.kind == DOWN_KIND else policy.group_wait),
             )
             if silenced:
                 # Remembered after the incident resolves: it never needed anyone.
