@@ -190,11 +190,6 @@ def pre_incident_range(
     return range_and_spread(samples["value"].to_numpy(float))
 
 
-def range_floor(values: np.ndarray) -> float:
-    """``pre_incident_floor`` of these samples (see there)."""
-    return range_and_spread(values)[0]
-
-
 def range_and_spread(values: np.ndarray) -> tuple[float, float]:
     """``pre_incident_range`` of these samples (see there)."""
     center = float(np.quantile(values, 0.75))

@@ -139,9 +139,7 @@ def measure(
         first = parse_exposition(
             _scrape(spec.metrics_url, spec.timeout), component, 0, IngestReport("m")
         )
-        if spec.score_metric:
-            second = first
-        else:
+        if not spec.score_metric:
             sleep(duration)
             second = parse_exposition(
                 _scrape(spec.metrics_url, spec.timeout), component, 0, IngestReport("m")
@@ -149,7 +147,7 @@ def measure(
     except httpx.HTTPError as exc:
         return HealthMeasure(0.0, detail=f"metrics unreachable: {type(exc).__name__}")
     if spec.score_metric:
-        values = second[second["metric"] == spec.score_metric]["value"]
+        values = first[first["metric"] == spec.score_metric]["value"]
         if values.empty:
             return HealthMeasure(0.0, detail=f"{spec.score_metric} not reported")
         score = float(values.iloc[-1])
