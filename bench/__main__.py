@@ -30,6 +30,7 @@ from bench.common import (
     update_readme,
     write_results,
 )
+from flows.prefect_server import drain_prefect_clients
 
 # Order: cheap first. Each module exposes run(quick: bool) -> dict[str, float].
 BENCHMARKS = [
@@ -138,6 +139,11 @@ def main(argv: list[str]) -> int:
             traceback.print_exc()
             failed.append(name)
             continue
+        finally:
+            # Each benchmark talks to Prefect servers of its own: a logs or events worker
+            # left running would send the next one's items to a stopped server (bench.real
+            # once hung at exit draining 2,350 of them, ~70 s each).
+            drain_prefect_clients()
         ran.append(name)
         runs[name] = {
             "commit": commit,

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,20 @@ class PrefectServerError(RuntimeError):
 
 class PrefectUnreachable(RuntimeError):
     """No Prefect server to talk to (the message says what to set)."""
+
+
+def drain_prefect_clients(timeout: float = 5.0) -> None:
+    """Send this process's queued logs and events while the server still answers, and stop
+    their workers. At exit they would be sent to a stopped server and fail loudly ("All
+    connection attempts failed"); and Prefect caches one events worker per client type, not
+    per API URL, so a worker left running keeps sending to the server it was made for after
+    the process has moved on to another one (a stopped worker is replaced on next use)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for worker in (APILogWorker, EventsWorker):
+        with suppress(Exception):
+            worker.drain_all(timeout=timeout)
 
 
 def api_record_path(selfheal_home: Path) -> Path:

@@ -432,3 +432,22 @@ def test_dashboard_in_a_browser(sqlite_engine: Engine, tmp_path: Path) -> None:
         target = REPO / "docs" / "img" / "dashboard-test.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_bind_takes_the_port_at_once_and_falls_back_only_when_asked() -> None:
+    """The demo binds its dashboard before it starts anything else (a `selfheal serve`
+    with default settings would take 8080 in between); a busy port is an error naming it,
+    or, when asked, a free port instead."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"127.0.0.1:{busy}"):
+            DashboardServer(None, port=busy).bind()
+        dash = DashboardServer(None, port=busy)
+        try:
+            port = dash.bind(any_port_if_taken=True)
+            assert port != busy and dash.url.endswith(f":{port}")
+            assert dash.bind() == port  # bound once; start_in_thread serves this socket
+            with pytest.raises(OSError):
+                socket.create_server(("127.0.0.1", port)).close()
+        finally:
+            dash.stop()

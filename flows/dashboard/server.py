@@ -147,11 +147,24 @@ class DashboardServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
+    def bind(self, *, any_port_if_taken: bool = False) -> int:
+        """Take the port now (before ``start_in_thread``), so nothing started in between
+        can take it; with ``any_port_if_taken`` a busy port falls back to a free one.
+        Returns the port bound."""
+        if self._sock is None:
+            try:
+                self._sock = _bind(self.host, self.port)
+            except OSError:
+                if not any_port_if_taken:
+                    raise
+                self._sock = _bind(self.host, 0)
+            self.port = self._sock.getsockname()[1]
+        return self.port
+
     def _prepare(self) -> uvicorn.Server:
         if self._server is not None:
             raise RuntimeError("dashboard already started")
-        self._sock = _bind(self.host, self.port)
-        self.port = self._sock.getsockname()[1]
+        self.bind()
         try:
             self._rt = open_runtime(self.config_path)
             base = ViewOptions(

@@ -25,6 +25,7 @@ from typing import Any
 
 from flows.demo.platform.faults import FaultSpec, inject, select_faults
 from flows.demo.settings import demo_config
+from flows.prefect_server import drain_prefect_clients
 from flows.runtime import selfheal_home
 
 # The detectors need min_points (10) points of a 3 s cycle before they score anything: a
@@ -129,18 +130,6 @@ def route_prefect_logs(log_path: Path) -> logging.Handler:
     to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("prefect").addHandler(to_file)
     return to_file
-
-
-def drain_prefect_clients() -> None:
-    """Send this process's queued logs and events while the server still answers; at exit
-    they would be sent to a stopped server and fail loudly ("All connection attempts
-    failed")."""
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for worker in (APILogWorker, EventsWorker):
-        with contextlib.suppress(Exception):
-            worker.drain_all(timeout=5)
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> None:
@@ -407,13 +396,16 @@ def run_demo(
         platform = start_platform(workdir / "platform", rate=10, seed=seed)
         stack.callback(platform.stop)
         say("platform up: " + ", ".join(f"{n} :{s.port}" for n, s in platform.services.items()))
-        # Two ports chosen now: the dashboard's, and serve's /metrics (serve starts first).
-        dash_port = free_or(8080)
+        # Two ports taken now: the dashboard's (bound at once, so nothing started before it
+        # serves can take it), and serve's /metrics (serve starts first).
+        config_path = workdir / "selfheal.json"
+        dash = DashboardServer(str(config_path), port=8080)
+        dash_port = dash.bind(any_port_if_taken=True)
+        stack.callback(dash.stop)
         config = demo_config(
             platform, sqlite_url_for(workdir / "selfheal.db"), mode, free_other_than(dash_port)
         )
         build_config(config, environ={})  # the demo's own configuration must validate
-        config_path = workdir / "selfheal.json"
         config_path.write_text(json.dumps(config, indent=2))
         state = DemoState(run_id, workdir, config_path, script=script)
         if server is not None:
@@ -434,9 +426,7 @@ def run_demo(
         env = {**os.environ, "PREFECT_API_URL": api_url, "SELFHEAL_HOME": str(home)}
         serve = launch_serve(config_path, env, workdir / "serve.log")
         stack.callback(stop_process, serve)
-        dash = DashboardServer(str(config_path), port=dash_port)
         dash.start_in_thread()
-        stack.callback(dash.stop)
         say(f"dashboard on {dash.url}; Prefect UI on {api_url.removesuffix('/api')}")
         if mode in ("supervised", "manual"):
             operator = Operator(state, mode)
