@@ -74,6 +74,14 @@ class RelationDetector(BaseDetector):
         Consecutive off-relation points needed to alarm (one bad scrape is not a break).
     min_points:
         History points needed to learn a relation.
+    max_pairs:
+        Watch at most this many pairs (the most correlated first).
+    validate:
+        Watch a relation only if, learnt on the older half of the history, it would not
+        have alarmed on the newer half. Gauges that correlate over an hour without one
+        holding the other (a host's free memory and page cache, which any process's
+        allocation moves apart) break their "relation" all day; a relation that held all
+        hour is one worth watching.
     """
 
     name = "relation"
@@ -87,8 +95,10 @@ class RelationDetector(BaseDetector):
         persistence: int = 3,
         min_points: int = 30,
         max_pairs: int = 30,
+        validate: bool = True,
     ) -> None:
         self.pairs = pairs
+        self.validate = validate
         self.min_corr = min_corr
         self.threshold = threshold
         self.persistence = persistence
@@ -114,15 +124,34 @@ class RelationDetector(BaseDetector):
             corr = float(np.corrcoef(xs, ys)[0, 1])
             if not np.isfinite(corr) or abs(corr) < self.min_corr:
                 continue
-            slope, intercept = np.polyfit(xs, ys, 1)
-            resid = ys - (intercept + slope * xs)
-            # The scale floor keeps a near-perfect historical fit from alarming on noise.
-            scale = max(_robust_scale(resid), 0.05 * float(np.std(ys)), 1e-9)
-            learnt.append(_Relation(x, y, float(intercept), float(slope), scale, corr))
+            rel = self._fit_pair(x, y, xs, ys, corr)
+            if self.validate and not self._held_on_recent_half(x, y, xs, ys):
+                continue  # it broke inside the history already: not a stable relation
+            learnt.append(rel)
         learnt.sort(key=lambda r: -abs(r.corr))
         self.relations_ = learnt[: self.max_pairs]
         self.tail_ = history.tail(max(self.persistence - 1, 0))
         return self
+
+    @staticmethod
+    def _fit_pair(x: str, y: str, xs: np.ndarray, ys: np.ndarray, corr: float) -> _Relation:
+        slope, intercept = np.polyfit(xs, ys, 1)
+        resid = ys - (intercept + slope * xs)
+        # The scale floor keeps a near-perfect historical fit from alarming on noise.
+        scale = max(_robust_scale(resid), 0.05 * float(np.std(ys)), 1e-9)
+        return _Relation(x, y, float(intercept), float(slope), scale, corr)
+
+    def _held_on_recent_half(self, x: str, y: str, xs: np.ndarray, ys: np.ndarray) -> bool:
+        """Learnt on the older half of the history, would the relation have stayed quiet on
+        the newer half (no ``persistence`` points in a row off it)?"""
+        half = len(xs) // 2
+        if half < 2 or np.std(xs[:half]) == 0 or np.std(ys[:half]) == 0:
+            return False
+        old = self._fit_pair(x, y, xs[:half], ys[:half], 0.0)
+        z = (ys[half:] - (old.intercept + old.slope * xs[half:])) / old.scale
+        off = np.abs(z) > self.threshold
+        run = np.convolve(off.astype(int), np.ones(self.persistence, dtype=int), mode="valid")
+        return not bool((run >= self.persistence).any())
 
     def score(self, window: pd.DataFrame) -> DetectionResult:  # type: ignore[override]
         scores = pd.Series(0.0, index=window.index)
