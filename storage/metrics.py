@@ -53,7 +53,13 @@ class SeriesResolver:
         if wanted:
             self._ensure_components(conn, {k.component for k in wanted})
             self._load_series(conn, wanted)
-            missing = [k for k in wanted if k not in self.series_ids]
+            # Sorted: ids are then given in one order whatever the process's string-hash
+            # seed, so the same scrapes always make the same ids (and anything that breaks
+            # a tie by id, such as which anomaly of a cycle comes first, repeats).
+            missing = sorted(
+                (k for k in wanted if k not in self.series_ids),
+                key=lambda k: (k.component, k.metric, k.labels),
+            )
             if missing:
                 rows = [
                     {
@@ -76,7 +82,9 @@ class SeriesResolver:
         new = missing - self.component_ids.keys()
         if new:
             now = utcnow()
-            rows = [{"name": n, "kind": "service", "labels": {}, "created_at": now} for n in new]
+            rows = [
+                {"name": n, "kind": "service", "labels": {}, "created_at": now} for n in sorted(new)
+            ]
             _insert_ignore(conn, Component.table(), rows)
             self._load_components(conn, new)
 
