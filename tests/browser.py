@@ -149,6 +149,14 @@ class Page:
         if result.get("errorText"):
             raise CDPError(f"cannot load {url}: {result['errorText']}")
         self.wait_event("Page.loadEventFired", timeout)
+        # The load event can be a previous navigation's (a click that navigated, whose
+        # event came after the clear): wait until this URL's document is complete. Seen:
+        # a screenshot taken right after navigate() was an empty 87-byte PNG.
+        self.wait_for(
+            f"location.href === new URL({json.dumps(url)}).href"
+            " && document.readyState === 'complete'",
+            timeout or self.timeout,
+        )
 
     def evaluate(self, expression: str, await_promise: bool = True) -> Any:
         """Evaluate JavaScript in the page and return its value as JSON (None for undefined)."""
