@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.detection.derive import UNTYPED_COUNTERS
 from tasks.recovery.backoff import BackoffPolicy
 from tasks.recovery.base import RecoverySettings
 from tasks.recovery.breaker import BreakerConfig
@@ -357,6 +358,10 @@ CYCLE_DEFAULT_DETECTOR = {
         "severity_window": "1h",
         "quantile": 0.98,
         "margin": 1.5,
+        # Changes under 0.1 % of a series' level are measured against that, not against the
+        # spread of a series that was flat (free inodes moved by 300 of 16 million were
+        # scored 100 spreads out and opened an issue on this machine's node exporter).
+        "min_relative_spread": 0.001,
     },
 }
 
@@ -409,6 +414,9 @@ class DetectionConfig(StrictModel):
     # identity gauges) or ``exclude`` leave out. Components add their own lists.
     include: list[str] = []
     exclude: list[str] = []
+    # Untyped series read as counters (per-second rates) besides ``*_total``: globs, and
+    # ``!glob`` for an exception; the last matching entry decides.
+    untyped_counters: list[str] = list(UNTYPED_COUNTERS)
 
 
 # The domain's dataclasses hold the defaults; the configuration adds bounds and messages.

@@ -80,7 +80,9 @@ def run_shard(engine: Engine, plan: ShardPlan) -> ShardResult:
         try:
             mkey = f"metrics:{comp}"
             wm = marks.get(mkey, default_mark)
-            window = read_component(engine, comp, plan.now_ms, plan.metrics.lookback_s)
+            window = read_component(
+                engine, comp, plan.now_ms, plan.metrics.lookback_s, plan.metrics.untyped_counters
+            )
             result.anomalies += detect_metrics(
                 window, detectors, wm, plan.metrics, baselines.get(comp)
             )
@@ -265,6 +267,7 @@ def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:
         lookback_s=d.lookback,
         behaviour=d.behaviour,
         key_metrics=tuple(d.key_metrics),
+        untyped_counters=tuple(d.untyped_counters),
         include=tuple(d.include),
         exclude=tuple(d.exclude),
         component_filters={

@@ -379,3 +379,31 @@ def test_detect_metrics_lists_anomalies_as_the_per_series_loop(engine: Engine) -
         ("default", "latency_seconds"),
         ("above", "latency_seconds"),
     }
+
+
+def test_untyped_kernel_counters_become_rates_and_their_gauges_stay() -> None:
+    """The node exporter sends /proc/net/snmp and /proc/vmstat fields untyped: the counters
+    among them are read as rates, the current connections as the gauge it is."""
+    from tasks.detection.derive import UNTYPED_COUNTERS, derive_arrays, is_untyped_counter
+
+    assert is_untyped_counter("node_vmstat_pgfault", UNTYPED_COUNTERS)
+    assert is_untyped_counter("node_netstat_Udp_InDatagrams", UNTYPED_COUNTERS)
+    assert not is_untyped_counter("node_netstat_Tcp_CurrEstab", UNTYPED_COUNTERS)
+    assert not is_untyped_counter("hms_queue_depth", UNTYPED_COUNTERS)
+    index = pd.date_range("2026-01-01", periods=4, freq="10s", tz="UTC")
+    meta = {
+        1: ("node_vmstat_pgfault", "untyped", "{}"),
+        2: ("node_netstat_Tcp_CurrEstab", "untyped", "{}"),
+        3: ("node_vmstat_pgfault", "gauge", '{"x":"typed"}'),
+    }
+    ids = np.repeat([1, 2, 3], 4)
+    values = np.r_[[100.0, 200, 300, 400], [5.0, 7, 6, 5], [100.0, 200, 300, 400]]
+    got = {
+        (d.name, d.labels): d.values.tolist()
+        for d in derive_arrays(ids, index.append([index, index]), values, meta)
+    }
+    assert got[("node_vmstat_pgfault:rate", "{}")] == [10.0, 10.0, 10.0]
+    assert got[("node_netstat_Tcp_CurrEstab", "{}")] == [5.0, 7.0, 6.0, 5.0]
+    assert got[("node_vmstat_pgfault", '{"x":"typed"}')] == [100.0, 200.0, 300.0, 400.0]
+    plain = derive_arrays(ids, index.append([index, index]), values, meta, untyped_counters=())
+    assert "node_vmstat_pgfault" in {d.name for d in plain if d.labels == "{}"}

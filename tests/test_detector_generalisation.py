@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.base import clone
 
 from tasks.backtest.nab import Window
 from tasks.backtest.replay import (
@@ -272,3 +273,31 @@ def test_forecast_residual_learns_the_daily_season():
     assert seasonal.model_.gamma >= 0 and len(seasonal.model_.season) == 288
     plain = ForecastResidualDetector(season=None).fit(s.iloc[:AT])
     assert len(plain.model_.season) == 0 and plain.model_.scale > 1.2 * seasonal.model_.scale
+
+
+def test_default_measures_a_flat_series_against_a_spread_relative_to_its_level():
+    """Free inodes flat at 16 million that move by a few hundred are not news; a 0/1 gauge
+    or a rate flat at 0 that moves is, whatever the floor."""
+    from tasks.detection.timeseries.default import DefaultDetector
+
+    rng = np.random.default_rng(3)
+    inodes = 16_269_600 + np.round(rng.normal(0, 0.4, 1200)).clip(-1, 1)
+    inodes[800:] -= 300  # files created: 0.002 % of the level
+    floored = DefaultDetector(min_relative_spread=1e-3)
+    assert (DefaultDetector().score(series(inodes)).scores >= 0.5).any()  # 1e-9 spread
+    assert (floored.score(series(inodes)).scores < 0.5).all()
+    big = inodes.copy()
+    big[1000:] -= 200_000  # 1.2 % of the level: still a change
+    assert (floored.score(series(big)).scores.to_numpy()[1000:1010] >= 0.5).any()
+    for case in ("up gauge 1 -> 0", "gauge 0 -> 1"):
+        scores = floored.score(series(STEPS[case])).scores.to_numpy()
+        assert scores[800] >= 0.5, case
+    # the many-series path (vectorised without a season) uses the same floor
+    cycle = DefaultDetector(season=None, min_points=60, min_relative_spread=1e-3)
+    for values in (inodes, big):
+        s = series(values)
+        history, window = s.iloc[:990], s.iloc[990:]
+        (many,) = cycle.score_many([history], [window])
+        one = clone(cycle).fit(history).score(window)
+        np.testing.assert_allclose(many.scores.to_numpy(), one.scores.to_numpy())
+    assert (many.scores >= 0.5).any()

@@ -81,6 +81,7 @@ def demo_config(
                         # range is little more than their maximum (a memory blip on the
                         # tenth point was acted on in a run, on a healthy component).
                         "small_sample": 0.5,
+                        "min_relative_spread": 0.001,
                     },
                 }
             ],

@@ -1,7 +1,10 @@
 """From stored samples to the series detectors look at.
 
 Counters become per-second rates (a drop is a reset, as in Prometheus' ``rate``);
-an untyped ``*_total`` is a counter too (the naming convention); histograms and
+an untyped ``*_total`` is a counter too (the naming convention), and so is an untyped
+series whose name ``untyped_counters`` lists (the node exporter's netstat and vmstat
+families are kernel counters it exports untyped: read as gauges, each one is a new
+maximum at every scrape); histograms and
 summaries become their mean (Δsum / Δcount); buckets are skipped (the mean
 and the quantiles carry the signal); gauges stay as they are. The synthetic ``up`` series
 is left to the down detector.
@@ -9,7 +12,8 @@ is left to the down detector.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import fnmatch
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +21,25 @@ import pandas as pd
 
 SKIP_SUFFIXES = ("_bucket",)
 UP = "up"
+# Untyped series that are counters: globs, and ``!glob`` for exceptions (the last matching
+# entry decides). The node exporter's /proc/net/{snmp,netstat} and /proc/vmstat fields are
+# kernel counters, except the current TCP connections and the IP forwarding setting.
+UNTYPED_COUNTERS = (
+    "node_netstat_*",
+    "node_vmstat_*",
+    "!node_netstat_Tcp_CurrEstab",
+    "!node_netstat_Ip_Forwarding",
+)
+
+
+def is_untyped_counter(metric: str, patterns: Sequence[str]) -> bool:
+    """Whether ``patterns`` (globs, ``!glob`` exceptions, last match wins) list ``metric``."""
+    found = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        if fnmatch.fnmatchcase(metric, pattern[1:] if negate else pattern):
+            found = not negate
+    return found
 
 
 @dataclass(frozen=True)
@@ -81,7 +104,11 @@ class _Raw:
         return pd.Series(self.values, index=self.index)
 
 
-def derive(samples: pd.DataFrame, series: pd.DataFrame) -> list[DerivedSeries]:
+def derive(
+    samples: pd.DataFrame,
+    series: pd.DataFrame,
+    untyped_counters: Sequence[str] = UNTYPED_COUNTERS,
+) -> list[DerivedSeries]:
     """``samples``: series_id, ts, value; ``series``: series_id, metric, labels (str), kind."""
     if samples.empty:
         return []
@@ -96,6 +123,7 @@ def derive(samples: pd.DataFrame, series: pd.DataFrame) -> list[DerivedSeries]:
         pd.DatetimeIndex(samples["ts"]),
         samples["value"].to_numpy(dtype=float),
         meta,
+        untyped_counters,
     )
 
 
@@ -104,6 +132,7 @@ def derive_arrays(
     index: pd.DatetimeIndex,
     values: np.ndarray,
     meta: Mapping[int, tuple[str, str, str]],
+    untyped_counters: Sequence[str] = UNTYPED_COUNTERS,
 ) -> list[DerivedSeries]:
     """``derive`` on columns: one sample per position; ``meta``: id → (metric, kind, labels).
 
@@ -135,7 +164,10 @@ def derive_arrays(
         if kind in ("histogram", "summary") and metric.endswith("_count"):
             counts[(metric[:-6], labels)] = raw
             continue
-        if kind == "counter" or (kind == "untyped" and metric.endswith("_total")):
+        if kind == "counter" or (
+            kind == "untyped"
+            and (metric.endswith("_total") or is_untyped_counter(metric, untyped_counters))
+        ):
             out.append(DerivedSeries(f"{metric}:rate", labels, key, _counter_rate(raw)))
         else:
             out.append(DerivedSeries(metric, labels, key, raw.series()))

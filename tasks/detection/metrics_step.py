@@ -23,7 +23,7 @@ from storage.metrics import read_arrays
 from tasks.detection.base import Anomaly, BaseDetector
 from tasks.detection.behaviour import ProfileDetector, RelationDetector, align
 from tasks.detection.candidates import is_candidate, is_target_up
-from tasks.detection.derive import UP, DerivedSeries, derive_arrays
+from tasks.detection.derive import UNTYPED_COUNTERS, UP, DerivedSeries, derive_arrays
 from tasks.detection.down import detect_down, detect_probe
 from tasks.probes.spec import PROBE_OK_METRIC
 
@@ -38,6 +38,7 @@ class MetricDetectionSettings:
     relation_params: dict[str, object] = field(default_factory=dict)
     profile_params: dict[str, object] = field(default_factory=dict)
     freeze_max_s: float = 1800.0
+    untyped_counters: tuple[str, ...] = UNTYPED_COUNTERS
     # Series name globs (tasks.detection.candidates): global, then per component.
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -67,7 +68,11 @@ class ComponentWindow:
 
 
 def read_component(
-    engine: Engine, component: str, now_ms: int, lookback_s: float
+    engine: Engine,
+    component: str,
+    now_ms: int,
+    lookback_s: float,
+    untyped_counters: Sequence[str] = UNTYPED_COUNTERS,
 ) -> ComponentWindow:
     """The component's series over ``lookback_s`` before ``now_ms``, derived."""
     start = now_ms - int(lookback_s * 1000)
@@ -96,7 +101,7 @@ def read_component(
             targets[metric] = pd.Series(values[mask], index=index[mask]).sort_index()
     return ComponentWindow(
         component,
-        derive_arrays(sids, index, values, meta),
+        derive_arrays(sids, index, values, meta, untyped_counters),
         up.sort_index(),
         newest,
         {k: v for k, v in targets.items() if len(v)},

@@ -54,21 +54,34 @@ from tasks.detection.timeseries._common import (
 )
 
 
-def novelty(feature: np.ndarray, window: int, min_periods: int, quantile: float) -> np.ndarray:
+def novelty(
+    feature: np.ndarray,
+    window: int,
+    min_periods: int,
+    quantile: float,
+    min_relative_spread: float = 0.0,
+) -> np.ndarray:
     """How far each point lies beyond the trailing ``quantile`` range, in units of its spread.
 
     0 at the quantile, 1 at twice its distance from the median; negative inside the range,
-    NaN (reported as -1) before ``min_periods`` points of history.
+    NaN (reported as -1) before ``min_periods`` points of history. The spread is at least
+    ``min_relative_spread`` times the median's magnitude (see ``DefaultDetector``).
     """
     hi = lagged(feature, window, min_periods, "quantile", quantile)
     lo = lagged(feature, window, min_periods, "quantile", 1.0 - quantile)
     med = lagged(feature, window, min_periods, "median")
-    eps = 1e-9 * (1.0 + np.abs(np.nan_to_num(med)))
+    eps = spread_floor(med, min_relative_spread)
     with np.errstate(invalid="ignore"):
         up = (feature - hi) / np.maximum(hi - med, eps)
         down = (lo - feature) / np.maximum(med - lo, eps)
         out = np.fmax(up, down)
     return np.nan_to_num(out, nan=-1.0)
+
+
+def spread_floor(median: np.ndarray, min_relative_spread: float) -> np.ndarray:
+    """The smallest spread a departure is measured against, from the median's magnitude."""
+    magnitude = np.abs(np.nan_to_num(median))
+    return np.maximum(1e-9 * (1.0 + magnitude), min_relative_spread * magnitude)
 
 
 def seasonal_difference(values: np.ndarray, period: int, smooth: int) -> np.ndarray:
@@ -124,6 +137,12 @@ class DefaultDetector(SeriesDetector):
         points seen, the margin is ``margin · (1 + small_sample · (sqrt(N / n) - 1))``
         (an extreme quantile of a few hundred points is little more than their maximum).
         0 keeps the margin fixed.
+    min_relative_spread:
+        The range's distance from the median is taken as at least this fraction of the
+        median's magnitude. A series that has been flat at a large value (free inodes in the
+        millions, a byte count) otherwise measures a change of a few units against a spread
+        of almost nothing and alarms on it; a series flat at 0 (an error rate, a 0/1 gauge
+        at 0) keeps a spread of almost nothing, so any change of it is news. 0 disables it.
     """
 
     name = "default"
@@ -142,6 +161,7 @@ class DefaultDetector(SeriesDetector):
         max_points: int = 8192,
         severity_window: Span = "1D",
         small_sample: float = 0.0,
+        min_relative_spread: float = 0.0,
     ) -> None:
         self.history = history
         self.quantile = quantile
@@ -155,6 +175,7 @@ class DefaultDetector(SeriesDetector):
         self.max_points = max_points
         self.severity_window = severity_window
         self.small_sample = small_sample
+        self.min_relative_spread = min_relative_spread
 
     def _points(self, span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
         return min(to_points(span, interval, minimum), max(int(self.max_points), minimum))
@@ -180,7 +201,8 @@ class DefaultDetector(SeriesDetector):
             names.append(f"mean_{span}")
             k = to_points(span, interval)
             features.append(series.rolling(k, min_periods=1).mean().to_numpy())
-        scores = [novelty(f, window, minp, self.quantile) for f in features]
+        floor = self.min_relative_spread
+        scores = [novelty(f, window, minp, self.quantile, floor) for f in features]
         if self.season is not None:
             period = to_points(self.season, interval, minimum=2)
             smooth = to_points(self.smoothing[0], interval) if self.smoothing else 1
@@ -350,7 +372,7 @@ class DefaultDetector(SeriesDetector):
         if len(rows):
             med = lagged_median_at(feature, window, counts, rows, cols)
             f, h, low = feature[rows, cols], hi[rows, cols], lo[rows, cols]
-            eps = 1e-9 * (1.0 + np.abs(np.nan_to_num(med)))
+            eps = spread_floor(med, self.min_relative_spread)
             with np.errstate(invalid="ignore", divide="ignore"):
                 up = (f - h) / np.maximum(h - med, eps)
                 down = (low - f) / np.maximum(med - low, eps)
