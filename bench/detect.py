@@ -581,10 +581,11 @@ def real_false_alarms(tmp: Path, recording: Path = HOST_RECORDING) -> dict[str, 
     config.write_text(json.dumps({"database_url": sqlite_url_for(tmp / "replay.db")}))
     out = replay(config, recording)
     metric = sum(1 for a in out.anomalies if a.kind == "metric")
-    per = 1000.0 / max(out.series, 1) / max(out.hours, 1e-9)
+    hours = max(out.hours, 1e-9)
+    per = 1000.0 / max(out.series, 1) / hours
     return {
         "detect.real_false_alarms_per_1000_series_hour": round(metric * per, 2),
-        "detect.real_false_alarm_issues_per_hour": round(len(out.issues) / out.hours, 2),
+        "detect.real_false_alarm_issues_per_hour": round(len(out.issues) / hours, 2),
         "detect.real_series": float(out.series),
         "detect.real_hours": round(out.hours, 2),
     }

@@ -124,10 +124,9 @@ class RelationDetector(BaseDetector):
             corr = float(np.corrcoef(xs, ys)[0, 1])
             if not np.isfinite(corr) or abs(corr) < self.min_corr:
                 continue
-            rel = self._fit_pair(x, y, xs, ys, corr)
             if self.validate and not self._held_on_recent_half(x, y, xs, ys):
                 continue  # it broke inside the history already: not a stable relation
-            learnt.append(rel)
+            learnt.append(self._fit_pair(x, y, xs, ys, corr))
         learnt.sort(key=lambda r: -abs(r.corr))
         self.relations_ = learnt[: self.max_pairs]
         self.tail_ = history.tail(max(self.persistence - 1, 0))
