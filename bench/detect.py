@@ -62,6 +62,8 @@ everything else is the same):
     benchmark suite, so with its load changes), replayed through the cycle with the default
     configuration (``tests.exporter_replay``): metric anomalies per 1,000 stored series per
     hour (no fault was injected), ``detect.real_false_alarm_issues_per_hour`` issues opened.
+    ``detect.real_context_per_1000_series_hour``: anomalies on the host's resource series
+    (context: they open no issue, see ``tasks.detection.candidates``), at the same scale.
 
 ``python -m bench.detect --sweep [--quick] [--seed N] [--variants JSON]`` compares default
 detector parameter sets (over the cycle defaults) on the same replay, with anomalies
@@ -98,6 +100,7 @@ from storage.metrics import (
     series_frame,
 )
 from storage.migrate import ensure_schema
+from tasks.detection.candidates import CONTEXT_KIND
 from tasks.detection.logs_step import LogDetectionSettings
 from tasks.detection.metrics_step import (
     ComponentWindow,
@@ -581,10 +584,12 @@ def real_false_alarms(tmp: Path, recording: Path = HOST_RECORDING) -> dict[str, 
     config.write_text(json.dumps({"database_url": sqlite_url_for(tmp / "replay.db")}))
     out = replay(config, recording)
     metric = sum(1 for a in out.anomalies if a.kind == "metric")
+    context = sum(1 for a in out.anomalies if a.kind == CONTEXT_KIND)
     hours = max(out.hours, 1e-9)
     per = 1000.0 / max(out.series, 1) / hours
     return {
         "detect.real_false_alarms_per_1000_series_hour": round(metric * per, 2),
+        "detect.real_context_per_1000_series_hour": round(context * per, 2),
         "detect.real_false_alarm_issues_per_hour": round(len(out.issues) / hours, 2),
         "detect.real_series": float(out.series),
         "detect.real_hours": round(out.hours, 2),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -26,7 +27,9 @@ from pydantic import (
     model_validator,
 )
 
+from tasks.detection.candidates import HOST_CONTEXT
 from tasks.detection.derive import UNTYPED_COUNTERS
+from tasks.detection.saturation import NODE_RULES, SaturationRule
 from tasks.recovery.backoff import BackoffPolicy
 from tasks.recovery.base import RecoverySettings
 from tasks.recovery.breaker import BreakerConfig
@@ -381,6 +384,31 @@ class LogSignatureSpec(StrictModel):
         return value
 
 
+class SaturationRuleSpec(StrictModel):
+    """``left / capacity`` (two gauges with the same labels) below ``warning`` (high) or
+    ``critical`` for ``for_s`` seconds (tasks.detection.saturation)."""
+
+    name: str = Field(min_length=1)
+    left: str = Field(min_length=1)
+    capacity: str = Field(min_length=1)
+    warning: float = Field(gt=0, lt=1)
+    critical: float = Field(ge=0, lt=1)
+    for_s: float = Field(0.0, ge=0, le=7 * 86400)
+    unless: str = ""  # a 0/1 gauge with the same labels that exempts the pair while 1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SaturationRuleSpec:
+        if self.critical > self.warning:
+            raise ValueError(f"critical ({self.critical}) above warning ({self.warning})")
+        return self
+
+    def rule(self, lookback: float) -> SaturationRule:
+        hold = min(self.for_s, lookback)
+        return SaturationRule(
+            self.name, self.left, self.capacity, self.warning, self.critical, hold, self.unless
+        )
+
+
 class DetectionConfig(StrictModel):
     """How the detection step reads, scores and groups."""
 
@@ -417,6 +445,16 @@ class DetectionConfig(StrictModel):
     # Untyped series read as counters (per-second rates) besides ``*_total``: globs, and
     # ``!glob`` for an exception; the last matching entry decides.
     untyped_counters: list[str] = list(UNTYPED_COUNTERS)
+    # Context series: their anomalies join an issue on the component and open none (the
+    # host's resource families by default; tasks.detection.candidates). Globs matched
+    # ignoring case, ``!glob`` for an exception, the last matching entry decides; [] makes
+    # every series a symptom again.
+    context_metrics: list[str] = list(HOST_CONTEXT)
+    # Resources almost used up (the node-exporter mixin's rules by default; [] turns them
+    # off). A cycle reads only the lookback, so a hold time longer than it is cut to it.
+    saturation: list[SaturationRuleSpec] = [
+        SaturationRuleSpec.model_validate(asdict(r)) for r in NODE_RULES
+    ]
 
 
 # The domain's dataclasses hold the defaults; the configuration adds bounds and messages.

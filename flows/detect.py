@@ -268,6 +268,8 @@ def shard_plans(rt: Runtime, now_ms: int) -> list[ShardPlan]:
         behaviour=d.behaviour,
         key_metrics=tuple(d.key_metrics),
         untyped_counters=tuple(d.untyped_counters),
+        context_metrics=tuple(d.context_metrics),
+        saturation_rules=tuple(r.rule(d.lookback) for r in d.saturation),
         include=tuple(d.include),
         exclude=tuple(d.exclude),
         component_filters={

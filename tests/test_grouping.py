@@ -8,7 +8,7 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from flows.detect import persist_detection
-from storage.issues import AnomalyRecord, issues_frame, load_active_issues
+from storage.issues import AnomalyRecord, anomalies_frame, issues_frame, load_active_issues
 from tasks.issues.grouping import (
     GroupingOutcome,
     GroupingPolicy,
@@ -261,3 +261,40 @@ def test_a_side_effect_that_outlives_a_healed_incidents_silence_is_an_incident_o
     assert (fresh.signature, fresh.status) == ("errors", "open")
     # Not healed yet, the same incident would have kept it.
     assert errors_at(70, set()).opened == []
+
+
+def test_context_anomalies_open_no_issue_and_join_the_one_beside_them(engine: Engine) -> None:
+    """A host's resource series (context) alarm on a workload change: no issue. Beside a
+    symptom's issue they are listed in it and change none of its grading."""
+    host = [
+        anomaly(T0 + timedelta(seconds=i), "api", "context", "node_memory_Active_bytes", "critical")
+        for i in range(5)
+    ]
+    summary = persist_detection(engine, host, {}, T0 + timedelta(seconds=30), POLICY, {})
+    assert summary.new_issues == [] and issues_frame(engine).empty
+    stored = anomalies_frame(engine)
+    assert len(stored) == 5 and stored["issue_id"].isna().all()
+
+    later = T0 + timedelta(minutes=30)
+    batch = [
+        anomaly(later, "api", "metric", "errors_total:rate", "medium"),
+        anomaly(later + timedelta(seconds=20), "api", "context", "node_filefd_allocated", "high"),
+        anomaly(later + timedelta(seconds=25), "api", "context", "node_filefd_allocated", "low"),
+        anomaly(later + timedelta(seconds=30), "web", "context", "node_filefd_allocated", "high"),
+        anomaly(later + timedelta(minutes=5), "api", "context", "node_memory_Shmem_bytes", "low"),
+    ]
+    summary = persist_detection(engine, batch, {}, later + timedelta(minutes=6), POLICY, {})
+    assert len(summary.new_issues) == 1
+    (issue,) = load_active_issues(engine.connect(), T0)
+    assert (issue.kind, issue.signature, issue.severity) == (
+        "metric",
+        "errors_total:rate",
+        "medium",
+    )
+    assert issue.anomaly_count == 1 and issue.last_seen == later
+    listed = issue.details["context"]
+    assert list(listed) == ["api/node_filefd_allocated"]
+    assert listed["api/node_filefd_allocated"]["count"] == 2
+    assert listed["api/node_filefd_allocated"]["severity"] == "high"
+    linked = anomalies_frame(engine, start=later)
+    assert linked["issue_id"].notna().tolist() == [True, True, True, False, False]

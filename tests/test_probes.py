@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from flows.components import component_specs, probe_specs
 from flows.config_load import ConfigError, build_config
 from storage.probes import latest_probe_ms, save_probe_results
-from tasks.detection.candidates import is_candidate, is_target_up
+from tasks.detection.candidates import is_candidate, is_context, is_target_up
 from tasks.detection.derive import counter_rate
 from tasks.probes.run import run_probe
 from tasks.probes.scheduler import ProbeScheduler
@@ -385,6 +385,36 @@ def test_exporter_self_metrics_and_identity_are_not_candidates(engine: Engine) -
     assert sigs == {"go_goroutines"}
 
 
+def test_host_resource_series_are_context_and_host_errors_symptoms(engine: Engine) -> None:
+    from flows.detect import ShardPlan, run_shard
+    from tasks.detection.metrics_step import MetricDetectionSettings
+
+    n = 360
+    rng = np.random.default_rng(3)
+    memory = 4e9 + rng.normal(0, 1e6, n)
+    memory[-3:] = 9e9  # a workload started
+    errors = np.cumsum(rng.integers(0, 2, n)).astype(float)
+    errors[-3:] += 5_000.0  # the NIC starts failing
+    store(
+        engine,
+        samples("host", "node_memory_Active_bytes", memory),
+        samples("host", "node_network_receive_errs_total", errors, kind="counter"),
+        samples("host", "up", np.ones(n)),
+    )
+    kinds = {a.signature: a.kind for a in run_shard(engine, plan(("host",))).anomalies}
+    assert kinds == {
+        "node_memory_Active_bytes": "context",
+        "node_network_receive_errs_total:rate": "metric",
+    }
+    base = plan(("host",))
+    every = ShardPlan(
+        base.components, base.detectors, base.custom,
+        MetricDetectionSettings(lookback_s=3600, context_metrics=()),
+        base.logs, base.now_ms, base.first_run_ms,
+    )  # fmt: skip
+    assert {a.kind for a in run_shard(engine, every).anomalies} == {"metric"}
+
+
 def test_candidate_patterns() -> None:
     assert not is_candidate("go_gc_duration_seconds:mean")
     assert not is_candidate("promhttp_metric_handler_requests_total:rate")
@@ -392,6 +422,15 @@ def test_candidate_patterns() -> None:
     assert is_candidate("pg_stat_database_xact_commit:rate")
     assert not is_candidate("pg_stat_database_xact_commit:rate", exclude=["pg_stat_*"])
     assert is_candidate("process_open_fds", include=["process_open_fds"])
+    assert is_context("node_memory_Active_bytes") and is_context("node_filefd_allocated")
+    assert is_context("node_netstat_Tcp_ActiveOpens:rate")
+    assert not is_context("node_netstat_Udp_InErrors:rate")  # CamelCase, case ignored
+    assert not is_context("node_netstat_TcpExt_ListenOverflows:rate")
+    assert not is_context("node_vmstat_oom_kill:rate")
+    assert not is_context("node_filesystem_readonly")
+    assert is_context("node_timex_maxerror_seconds")  # wanders between synchronisations
+    assert not is_context("hms_memory_bytes") and not is_context("pg_up")
+    assert is_context("pg_stat_activity_count", ["pg_stat_*", "!*_count"]) is False
 
 
 def test_detection_filters_from_config() -> None:

@@ -9,6 +9,15 @@
 - Probe results are read by the down detector.
 
 ``include`` patterns bring any of these back; ``exclude`` patterns add to them.
+
+Candidates are either *symptoms* or *context*. A symptom says the work fails or slows
+(errors, latency, throughput, a service's own gauges); an anomaly on it can open an issue.
+Context says how busy or how full the machine is: the host's resource families (the node
+exporter's memory, sockets, disks, network traffic, CPU time). A workload that starts or
+stops moves dozens of them at once and none of those moves is a fault by itself, so their
+anomalies are recorded as context: they join an issue a symptom opened on the component,
+and open none of their own ("alert on symptoms, not causes"). Errors, drops, failures and
+OOM kills on the host stay symptoms. ``context_metrics`` lists them (see ``listed``).
 """
 
 from __future__ import annotations
@@ -41,6 +50,22 @@ IDENTITY = (
 PROBES = ("probe_ok", "probe_duration_seconds*")
 BUILTIN_EXCLUDE = EXPORTER_SELF + IDENTITY + PROBES
 
+# The kind of an anomaly on a context series: it joins an issue and opens none.
+CONTEXT_KIND = "context"
+# Globs for ``listed`` (matched ignoring case: the kernel's counter names are CamelCase).
+HOST_CONTEXT = (
+    "node_*",
+    "!node_*err*",
+    "!node_*drop*",
+    "!node_*fail*",
+    "!node_*overflow*",
+    "!node_*oom*",
+    "!node_*readonly*",
+    "!node_*alarm*",
+    # The clock's error estimates wander between synchronisations by design.
+    "node_timex_*",
+)
+
 _TARGET_UP = re.compile(r"^(up|[A-Za-z_:][A-Za-z0-9_:]*_up)$")
 
 
@@ -57,6 +82,29 @@ def _base(name: str) -> str:
 def _matches(name: str, patterns: Sequence[str]) -> bool:
     base = _base(name)
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(base, p) for p in patterns)
+
+
+def listed(name: str, patterns: Sequence[str], ignore_case: bool = False) -> bool:
+    """Whether ``patterns`` (globs, ``!glob`` exceptions, the last match wins) list ``name``.
+
+    A derived series (``x_total:rate``) is listed when its name or its stored metric's is.
+    """
+    names = (name, _base(name))
+    if ignore_case:
+        names = (name.lower(), _base(name).lower())
+    found = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern[1:] if negate else pattern
+        glob = glob.lower() if ignore_case else glob
+        if any(fnmatch.fnmatchcase(n, glob) for n in names):
+            found = not negate
+    return found
+
+
+def is_context(name: str, patterns: Sequence[str] = HOST_CONTEXT) -> bool:
+    """Whether the (derived) series ``name`` is context, not a symptom (module docstring)."""
+    return listed(name, patterns, ignore_case=True)
 
 
 def is_candidate(name: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:

@@ -12,12 +12,13 @@ is left to the down detector.
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from tasks.detection.candidates import listed
 
 SKIP_SUFFIXES = ("_bucket",)
 UP = "up"
@@ -34,12 +35,7 @@ UNTYPED_COUNTERS = (
 
 def is_untyped_counter(metric: str, patterns: Sequence[str]) -> bool:
     """Whether ``patterns`` (globs, ``!glob`` exceptions, last match wins) list ``metric``."""
-    found = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        if fnmatch.fnmatchcase(metric, pattern[1:] if negate else pattern):
-            found = not negate
-    return found
+    return listed(metric, patterns)
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,16 @@ from storage.issues import AnomalyRecord
 from storage.metrics import read_arrays
 from tasks.detection.base import Anomaly, BaseDetector
 from tasks.detection.behaviour import ProfileDetector, RelationDetector, align
-from tasks.detection.candidates import is_candidate, is_target_up
+from tasks.detection.candidates import (
+    CONTEXT_KIND,
+    HOST_CONTEXT,
+    is_candidate,
+    is_context,
+    is_target_up,
+)
 from tasks.detection.derive import UNTYPED_COUNTERS, UP, DerivedSeries, derive_arrays
 from tasks.detection.down import detect_down, detect_probe
+from tasks.detection.saturation import NODE_RULES, SaturationRule, detect_saturation
 from tasks.probes.spec import PROBE_OK_METRIC
 
 KEY_METRICS = ("*request*:rate", "*latency*:mean", "*error*:rate", "*queue*", "*memory*")
@@ -39,6 +46,8 @@ class MetricDetectionSettings:
     profile_params: dict[str, object] = field(default_factory=dict)
     freeze_max_s: float = 1800.0
     untyped_counters: tuple[str, ...] = UNTYPED_COUNTERS
+    context_metrics: tuple[str, ...] = HOST_CONTEXT
+    saturation_rules: tuple[SaturationRule, ...] = NODE_RULES
     # Series name globs (tasks.detection.candidates): global, then per component.
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -109,14 +118,17 @@ def read_component(
     )
 
 
-def _record(a: Anomaly, component: str, d: DerivedSeries | None, kind: str) -> AnomalyRecord:
+def _record(
+    a: Anomaly, component: str, d: DerivedSeries | None, kind: str, context: bool = False
+) -> AnomalyRecord:
+    """``kind`` unless the detector named its own; ``context`` overrides both."""
     details = dict(a.details)
     if d is not None and d.labels != "{}":
         details["labels"] = d.labels
     return AnomalyRecord(
         detector=a.detector,
         component=component,
-        kind=a.kind or kind,
+        kind=CONTEXT_KIND if context else (a.kind or kind),
         signature=a.signature or (d.name if d else ""),
         ts_ms=int(a.ts.value // 1_000_000),
         score=float(a.score),
@@ -168,6 +180,7 @@ def detect_metrics(
     for probe, series in window.probes.items():
         failure, success = thresholds.get(probe, (3, 1))
         out += detect_probe(window.component, probe, series, watermark_ms, failure, success)
+    out += saturation(window, watermark_ms, settings.saturation_rules)
     include, exclude = settings.filters_for(window.component)
     derived = [d for d in window.derived if is_candidate(d.name, include, exclude)]
     if len(derived) != len(window.derived):
@@ -197,19 +210,35 @@ def detect_metrics(
         for k, result in zip(mine, results, strict=True):
             found[(k, j)] = result.anomalies
     for k, (d, _, _) in enumerate(todo):
+        context = is_context(d.name, settings.context_metrics)
         for j in range(len(detectors)):
             anomalies = found.get((k, j), [])
-            out.extend(_record(a, window.component, d, "metric") for a in anomalies)
+            out.extend(_record(a, window.component, d, "metric", context) for a in anomalies)
     if settings.behaviour:
         out.extend(detect_behaviour(window, watermark_ms, settings))
     return out
 
 
-def key_series(window: ComponentWindow, patterns: Sequence[str]) -> dict[str, pd.Series]:
-    """The component's key series (``component/metric``), summed over label sets."""
+def saturation(
+    window: ComponentWindow, watermark_ms: int, rules: Sequence[SaturationRule]
+) -> list[AnomalyRecord]:
+    """Saturation rules over the window's gauges (every series, candidate or not)."""
+    wanted = {name for r in rules for name in (r.left, r.capacity, r.unless) if name}
+    gauges = {(d.name, d.labels): d.values for d in window.derived if d.name in wanted}
+    return detect_saturation(window.component, gauges, watermark_ms, rules) if gauges else []
+
+
+def key_series(
+    window: ComponentWindow, patterns: Sequence[str], context: Sequence[str] = ()
+) -> dict[str, pd.Series]:
+    """The component's key series (``component/metric``), summed over label sets; context
+    series (``context`` globs) are not key series: a broken relation between two of them
+    is a workload change, not a fault."""
     chosen: dict[str, list[pd.Series]] = {}
     for d in window.derived:
-        if any(fnmatch.fnmatchcase(d.name, p) for p in patterns):
+        if any(fnmatch.fnmatchcase(d.name, p) for p in patterns) and not (
+            context and is_context(d.name, context)
+        ):
             chosen.setdefault(f"{window.component}/{d.name}", []).append(d.values)
     return {name: _sum_series(parts) for name, parts in chosen.items()}
 
@@ -234,7 +263,7 @@ def detect_behaviour(
     extra: dict[str, pd.Series] | None = None,
 ) -> list[AnomalyRecord]:
     """Profile of the component's key series, and relations among them (and ``extra``)."""
-    series = key_series(window, settings.key_metrics)
+    series = key_series(window, settings.key_metrics, settings.context_metrics)
     series.update(extra or {})
     if len(series) < 2:
         return []

@@ -31,6 +31,11 @@
   resolution nor makes it actionable again (so they never ask anyone for approval); with
   no such incident they open one *silenced* incident, which nothing acts on, and an
   anomaly after the silence ends turns it into an open one.
+- **Context**: an anomaly on a context series (``tasks.detection.candidates``: how busy
+  or full the host is) opens no incident. It is listed in ``details["context"]`` of a
+  live incident of a related component whose span it falls in (give or take
+  ``correlation_window``), and changes nothing else of it: not its severity, its root,
+  its last symptom nor its resolution. With no such incident it is stored unlinked.
 - **Repeat throttling**: ``should_notify`` says when an incident deserves a (new)
   notification.
 """
@@ -44,6 +49,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from storage.issues import AnomalyRecord, IssueRecord
+from tasks.detection.candidates import CONTEXT_KIND
 from tasks.severity import Severity
 
 DOWN_KIND = "down"
@@ -431,7 +437,10 @@ def group(
         else replace(a, fingerprint=fingerprint(a.component, a.kind, a.signature))
         for a in anomalies
     ]
-    keyed = correlate_logs(keyed, deps, policy.correlation_window)
+    context = [a for a in keyed if a.kind == CONTEXT_KIND]
+    keyed = correlate_logs(
+        [a for a in keyed if a.kind != CONTEXT_KIND], deps, policy.correlation_window
+    )
     window = timedelta(seconds=policy.correlation_window)
     for a in sorted(keyed, key=lambda a: a.ts_ms):
         ts = datetime.fromtimestamp(a.ts_ms / 1000, tz=now.tzinfo)
@@ -525,7 +534,50 @@ def group(
             issue.resolved_at = min(now, issue.last_seen + timedelta(seconds=policy.resolve_after))
             out.issues[fp] = issue
             out.resolved.append(fp)
+    for a in sorted(context, key=lambda a: a.ts_ms):
+        out.anomalies.append(_attach_context(a, by_fp.values(), deps, window, now, out))
     return out
+
+
+def _attach_context(
+    a: AnomalyRecord,
+    incidents: Iterable[IssueRecord],
+    deps: Mapping[str, Sequence[str]],
+    window: timedelta,
+    now: datetime,
+    out: GroupingOutcome,
+) -> AnomalyRecord:
+    """List a context anomaly in the newest live incident it falls beside, or none."""
+    ts = datetime.fromtimestamp(a.ts_ms / 1000, tz=now.tzinfo)
+    beside = [
+        i
+        for i in incidents
+        if i.status in ("open", "recovering", "escalated", "silenced")
+        and i.first_seen - window <= ts <= i.last_seen + window
+        and _related(a.component, i, deps)
+    ]
+    if not beside:
+        return replace(a, fingerprint="")
+    issue = max(beside, key=lambda i: i.last_seen)
+    listed = issue.details.setdefault("context", {})
+    key = f"{a.component}/{a.signature}"
+    rec = listed.get(key)
+    if rec is None:
+        if len(listed) >= MAX_SYMPTOMS:
+            return replace(a, fingerprint="")
+        rec = listed[key] = {
+            "component": a.component,
+            "signature": a.signature,
+            "first_seen": ts.isoformat(),
+            "count": 0,
+            "severity": a.severity,
+        }
+    rec["last_seen"] = ts.isoformat()
+    rec["count"] += 1
+    if Severity.parse(a.severity) > Severity.parse(rec["severity"]):
+        rec["severity"] = a.severity
+    out.issues[issue.fingerprint] = issue
+    return replace(a, fingerprint=issue.fingerprint)
 
 
 def inhibitions(
