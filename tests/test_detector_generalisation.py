@@ -289,6 +289,12 @@ def test_default_measures_a_flat_series_against_a_spread_relative_to_its_level()
     big = inodes.copy()
     big[1000:] -= 200_000  # 1.2 % of the level: still a change
     assert (floored.score(series(big)).scores.to_numpy()[1000:1010] >= 0.5).any()
+    # Its severity is measured against the same floor: 0.4 % of the level is an alarm,
+    # graded low, not critical for being thousands of (tiny) spreads out.
+    mid = inodes.copy()
+    mid[1000:] -= 60_000
+    assert DefaultDetector().score(series(mid)).anomalies[-1].severity.label == "critical"
+    assert [a.severity.label for a in floored.score(series(mid)).anomalies] == ["low"]
     for case in ("up gauge 1 -> 0", "gauge 0 -> 1"):
         scores = floored.score(series(STEPS[case])).scores.to_numpy()
         assert scores[800] >= 0.5, case

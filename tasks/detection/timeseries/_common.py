@@ -91,13 +91,15 @@ def lagged(values: np.ndarray, window: int, min_periods: int, stat: str, *args: 
     return getattr(roll, stat)(*args).shift(1).to_numpy(dtype=float)
 
 
-def robust_z(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+def robust_z(
+    values: np.ndarray, window: int, min_periods: int, min_relative_spread: float = 0.0
+) -> np.ndarray:
     """The robust z of :func:`robust_z_steps` (steps from a constant window at ``±STEP_Z``)."""
-    return robust_z_steps(values, window, min_periods)[0]
+    return robust_z_steps(values, window, min_periods, min_relative_spread)[0]
 
 
 def robust_z_steps(
-    values: np.ndarray, window: int, min_periods: int
+    values: np.ndarray, window: int, min_periods: int, min_relative_spread: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(x - median) / (1.4826 * MAD)`` against the trailing window (NaN until warm).
 
@@ -106,16 +108,19 @@ def robust_z_steps(
     the MAD is zero (quantised or flat data) the trailing standard deviation stands in. When
     the trailing window was constant, a different value is a change of state (a gauge that
     flips, a config value that changes): its z is ``±STEP_Z``, not a division by zero, and
-    the second array marks those steps.
+    the second array marks those steps. The scale is at least ``min_relative_spread`` times
+    the median's magnitude (``DefaultDetector``'s floor): a series that is nearly flat at a
+    large level is not graded critical for a move that is small against that level.
     """
     med = lagged(values, window, min_periods, "median")
     dev = np.abs(values - med)
     mad = lagged(dev, window, min_periods, "median")
     std = lagged(values, window, min_periods, "std")
     scale = np.where(mad > 0, 1.4826 * mad, np.nan_to_num(std, nan=0.0))
-    floor = 1e-9 * (1.0 + np.abs(np.nan_to_num(med)))
+    magnitude = np.abs(np.nan_to_num(med))
+    floor = 1e-9 * (1.0 + magnitude)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = (values - med) / np.maximum(scale, floor)
+        z = (values - med) / np.maximum(scale, np.maximum(floor, min_relative_spread * magnitude))
         # A series that was constant (a 0/1 gauge, a config value) and now moves has changed
         # state: that is a step of known size, not a division by a zero spread.
         step = (scale <= floor) & (values != med) & np.isfinite(values - med)

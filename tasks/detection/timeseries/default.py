@@ -221,7 +221,8 @@ class DefaultDetector(SeriesDetector):
             alarm_at = alarm_at[:, 0]
         out = refractory(calibrate(best, alarm_at), period_points)
         if (out[start:] >= ALARM).any():
-            z = robust_z(values, to_points(self.severity_window, interval, minimum=2), minp)
+            z_window = to_points(self.severity_window, interval, minimum=2)
+            z = robust_z(values, z_window, minp, self.min_relative_spread)
         else:  # only alarms read their z (the window's points; the history's are dropped)
             z = np.zeros(len(values))
         return Scored(out, z, {"novelty": best, "feature": which})
@@ -339,7 +340,7 @@ class DefaultDetector(SeriesDetector):
                 col = warm_up(refractory(col, period), index)
             scores = col[start:]
             if (scores >= ALARM).any():
-                z = robust_z(values[:, j], z_window, minp)[start:]
+                z = robust_z(values[:, j], z_window, minp, self.min_relative_spread)[start:]
             else:  # only alarms read their z
                 z = np.zeros(len(scores))
             extra = {"novelty": best[start:, j], "feature": which[start:, j]}
