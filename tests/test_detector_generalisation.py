@@ -307,3 +307,23 @@ def test_default_measures_a_flat_series_against_a_spread_relative_to_its_level()
         one = clone(cycle).fit(history).score(window)
         np.testing.assert_allclose(many.scores.to_numpy(), one.scores.to_numpy())
     assert (many.scores >= 0.5).any()
+
+
+def test_contextual_sees_levels_and_orders_the_past_never_led_to():
+    from tasks.detection.timeseries.contextual import levels_of, surprise
+
+    for kind in ("level shift", "spike", "variance change", "slow drift", "broken season"):
+        found = alarms("contextual", kind)
+        assert len(found) and AT <= found[0] < AT + 250, (kind, found)
+        assert (found >= AT).all(), (kind, found)  # nothing before the change
+        assert len(found) <= 2, (kind, found)  # the rest period: one alarm per incident
+    assert not len(alarms("contextual", "steady"))
+    # The tails of the learned range stay in its end levels; far beyond is a level of its own.
+    lv = levels_of(np.array([0.0, 0.99, 1.2, 1.6, -0.7, np.nan]), 0.0, 1.0, 8, far=0.5)
+    np.testing.assert_array_equal(lv[:5], [0, 7, 7, 8, -1])
+    assert np.isnan(lv[5])
+    # An order the past never took: 0 1 0 1 ... then 0 0 (level 0 is known, its successor
+    # after 0 is not); a context seen fewer than `support` times does not vote.
+    seq = np.array([0, 1] * 20 + [0, 0], dtype=float)
+    assert surprise(seq, 0, order=1, support=10)[-1] == 0.5  # order 0 knows 0, order 1 not
+    assert surprise(seq[:6], 0, order=1, support=10)[3:].max() == 0.0

@@ -54,6 +54,7 @@ class DetectorRegistry:
 def builtin_detectors() -> list[type[BaseDetector]]:
     from tasks.detection.timeseries.adaptive import AdaptiveThresholdDetector
     from tasks.detection.timeseries.bocpd import BayesianChangePointDetector
+    from tasks.detection.timeseries.contextual import ContextualDetector
     from tasks.detection.timeseries.default import DefaultDetector
     from tasks.detection.timeseries.ensemble import EnsembleDetector
     from tasks.detection.timeseries.esd import GeneralizedESDDetector
@@ -71,6 +72,7 @@ def builtin_detectors() -> list[type[BaseDetector]]:
         RelativeEntropyDetector,
         BayesianChangePointDetector,
         ForecastResidualDetector,
+        ContextualDetector,
         EnsembleDetector,
     ]
 
