@@ -511,6 +511,9 @@ def feedback_cmd(
     typer.echo(f"feedback #{fid} recorded for issue #{issue_id}")
 
 
+CONTEXT_SHOWN = 5  # context series listed under an issue, the busiest first
+
+
 @app.command("issues")
 def issues_cmd(
     all_: Annotated[bool, typer.Option("--all", help="Include resolved ones.")] = False,
@@ -547,6 +550,16 @@ def issues_cmd(
                     f"{'':7}symptom: {sym['component']} {sym['kind']} {sym['signature']}"
                     + (" (side effect of a recovery)" if sym.get("side_effect") else "")
                 )
+        context = sorted(
+            (details.get("context") or {}).values(), key=lambda c: -int(c.get("count", 0))
+        )
+        for c in context[:CONTEXT_SHOWN]:
+            typer.echo(
+                f"{'':7}context: {c['component']} {c['signature']} "
+                f"({c['count']} anomalies, up to {c['severity']})"
+            )
+        if len(context) > CONTEXT_SHOWN:
+            typer.echo(f"{'':7}context: and {len(context) - CONTEXT_SHOWN} more series")
 
 
 @app.command("serve")

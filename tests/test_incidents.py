@@ -576,6 +576,9 @@ def test_selfheal_issues_lists_an_incident_with_its_symptoms(tmp_path: Any) -> N
     batch = [
         anomaly(t0, "db", "down", "down", "critical"),
         anomaly(t0 + timedelta(seconds=1), "api", "metric", "errors_total:rate", "high"),
+    ] + [
+        anomaly(t0 + timedelta(seconds=1), "db", "context", f"node_memory_{i}_bytes", "low")
+        for i in range(7)
     ]
     persist_detection(engine, batch, {}, t0 + timedelta(seconds=2), POLICY, deps)
     engine.dispose()
@@ -588,9 +591,12 @@ def test_selfheal_issues_lists_an_incident_with_its_symptoms(tmp_path: Any) -> N
     )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
-    assert len(lines) == 2, out.stdout
+    assert len(lines) == 8, out.stdout
     assert "db is down (+1 symptom)" in lines[0]
     assert "symptom: api metric errors_total:rate" in lines[1]
+    # the host's resource series beside it: listed as context, the busiest five
+    assert "context: db node_memory_0_bytes (1 anomalies, up to low)" in lines[2]
+    assert lines[7].strip() == "context: and 2 more series"
 
 
 def test_recorded_successes_for_the_same_incident_are_evidence(
