@@ -73,9 +73,14 @@ class Replay:
 
 
 def replay(
-    config_path: Path, recording: Path, component: str = "node", cycle_s: int = 30
+    config_path: Path,
+    recording: Path,
+    component: str = "node",
+    cycle_s: int = 30,
+    minutes: float | None = None,
 ) -> Replay:
-    """Store ``recording`` scrape by scrape, running a detection cycle every ``cycle_s``."""
+    """Store ``recording`` scrape by scrape, running a detection cycle every ``cycle_s``
+    (the first ``minutes`` of it when given)."""
     rt = open_runtime(config_path)
     try:
         policy = grouping_policy(rt.config)
@@ -85,7 +90,11 @@ def replay(
         next_cycle: int | None = None
         last_cycle = 0
         cycles = 0
+        start: int | None = None
         for ts, text in scrapes(recording):
+            start = ts if start is None else start
+            if minutes is not None and ts - start > minutes * 60_000:
+                break
             report = IngestReport(component)
             frame = pd.concat(
                 [parse_exposition(text, component, ts, report), up_sample(component, 1.0, ts)],
