@@ -23,6 +23,7 @@ OOM kills on the host stay symptoms. ``context_metrics`` lists them (see ``liste
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Sequence
 
@@ -89,17 +90,25 @@ def listed(name: str, patterns: Sequence[str], ignore_case: bool = False) -> boo
 
     A derived series (``x_total:rate``) is listed when its name or its stored metric's is.
     """
-    names = (name, _base(name))
+    base = _base(name)
     if ignore_case:
-        names = (name.lower(), _base(name).lower())
+        name, base = name.lower(), base.lower()
     found = False
+    for negate, regex in _compiled(tuple(patterns), ignore_case):
+        if regex.match(name) or (base != name and regex.match(base)):
+            found = not negate
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(patterns: tuple[str, ...], ignore_case: bool) -> list[tuple[bool, re.Pattern[str]]]:
+    """Each glob as (negated, regex): the cycle asks about every series at every scan."""
+    out = []
     for pattern in patterns:
         negate = pattern.startswith("!")
         glob = pattern[1:] if negate else pattern
-        glob = glob.lower() if ignore_case else glob
-        if any(fnmatch.fnmatchcase(n, glob) for n in names):
-            found = not negate
-    return found
+        out.append((negate, re.compile(fnmatch.translate(glob.lower() if ignore_case else glob))))
+    return out
 
 
 def is_context(name: str, patterns: Sequence[str] = HOST_CONTEXT) -> bool:
