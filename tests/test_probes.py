@@ -430,6 +430,10 @@ def test_candidate_patterns() -> None:
     assert not is_context("node_filesystem_readonly")
     assert is_context("node_timex_maxerror_seconds")  # wanders between synchronisations
     assert not is_context("hms_memory_bytes") and not is_context("pg_up")
+    assert is_context("container_memory_working_set_bytes")  # cAdvisor
+    assert is_context("container_cpu_usage_seconds_total:rate")
+    assert not is_context("container_oom_events_total:rate")
+    assert not is_context("container_memory_failures_total:rate")
     assert is_context("pg_stat_activity_count", ["pg_stat_*", "!*_count"]) is False
 
 

@@ -13,11 +13,12 @@
 Candidates are either *symptoms* or *context*. A symptom says the work fails or slows
 (errors, latency, throughput, a service's own gauges); an anomaly on it can open an issue.
 Context says how busy or how full the machine is: the host's resource families (the node
-exporter's memory, sockets, disks, network traffic, CPU time). A workload that starts or
-stops moves dozens of them at once and none of those moves is a fault by itself, so their
-anomalies are recorded as context: they join an issue a symptom opened on the component,
-and open none of their own ("alert on symptoms, not causes"). Errors, drops, failures and
-OOM kills on the host stay symptoms. ``context_metrics`` lists them (see ``listed``).
+exporter's memory, sockets, disks, network traffic, CPU time; cAdvisor's, per container).
+A workload that starts or stops moves dozens of them at once and none of those moves is a
+fault by itself, so their anomalies are recorded as context: they join an issue a symptom
+opened on the component, and open none of their own ("alert on symptoms, not causes").
+Errors, drops, failures and OOM kills stay symptoms. ``context_metrics`` lists them (see
+``listed``); ``tasks.detection.saturation`` says when a resource runs out.
 """
 
 from __future__ import annotations
@@ -55,14 +56,15 @@ BUILTIN_EXCLUDE = EXPORTER_SELF + IDENTITY + PROBES
 CONTEXT_KIND = "context"
 # Globs for ``listed`` (matched ignoring case: the kernel's counter names are CamelCase).
 HOST_CONTEXT = (
-    "node_*",
-    "!node_*err*",
-    "!node_*drop*",
-    "!node_*fail*",
-    "!node_*overflow*",
-    "!node_*oom*",
-    "!node_*readonly*",
-    "!node_*alarm*",
+    "node_*",  # the node exporter: the machine
+    "container_*",  # cAdvisor: each container's share of it
+    "!*err*",
+    "!*drop*",
+    "!*fail*",
+    "!*overflow*",
+    "!*oom*",
+    "!*readonly*",
+    "!*alarm*",
     # The clock's error estimates wander between synchronisations by design.
     "node_timex_*",
 )
