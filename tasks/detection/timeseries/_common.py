@@ -177,6 +177,13 @@ class SeriesDetector(BaseDetector):
 
     learns_interval: ClassVar[bool] = True
 
+    def _points(self, span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
+        """Points covering ``span``, at most the detector's ``max_points`` if it has one
+        (so fine-grained metrics cost no more than the spans were meant to hold)."""
+        points = to_points(span, interval, minimum)
+        cap = getattr(self, "max_points", None)
+        return points if cap is None else min(points, max(int(cap), minimum))
+
     def _history_span(self, interval: pd.Timedelta) -> int:
         """How many history points the scoring pass needs (the tail kept by ``fit``)."""
         raise NotImplementedError

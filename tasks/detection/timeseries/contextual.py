@@ -39,7 +39,6 @@ from tasks.detection.timeseries._common import (
     refractory,
     robust_z,
     sampling_interval,
-    to_points,
 )
 
 
@@ -137,9 +136,6 @@ class ContextualDetector(SeriesDetector):
         self.history = history
         self.refractory = refractory
         self.max_points = max_points
-
-    def _points(self, span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
-        return min(to_points(span, interval, minimum), max(int(self.max_points), minimum))
 
     def _history_span(self, interval: pd.Timedelta) -> int:
         return max(self._points(self.history, interval), int(self.min_points)) + self._points(

@@ -177,9 +177,6 @@ class DefaultDetector(SeriesDetector):
         self.small_sample = small_sample
         self.min_relative_spread = min_relative_spread
 
-    def _points(self, span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
-        return min(to_points(span, interval, minimum), max(int(self.max_points), minimum))
-
     def _history_span(self, interval: pd.Timedelta) -> int:
         spans = [self._points(self.history, interval)]
         period = 0

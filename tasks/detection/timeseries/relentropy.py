@@ -38,7 +38,6 @@ from tasks.detection.timeseries._common import (
     robust_z,
     robust_z_steps,
     sampling_interval,
-    to_points,
 )
 
 
@@ -113,9 +112,6 @@ class RelativeEntropyDetector(SeriesDetector):
         self.refractory = refractory
         self.min_points = min_points
         self.max_points = max_points
-
-    def _points(self, span: Span, interval: pd.Timedelta, minimum: int = 1) -> int:
-        return min(to_points(span, interval, minimum), max(int(self.max_points), minimum))
 
     def _history_span(self, interval: pd.Timedelta) -> int:
         reach = self._points(self.season, interval, 2) * max(int(self.seasons), 1)
